@@ -1,0 +1,1 @@
+"""ferryman replay package."""
