@@ -1,0 +1,244 @@
+"""Admin HTTP API (aiohttp): health, stats, Prometheus metrics, config, backends, connections,
+reload and drain.
+
+Security model: binds 127.0.0.1 by default; every mutating route is POST (or PUT) and needs
+``Authorization: Bearer <admin.token>``; with no token configured, mutations are refused.  Every
+error is a JSON body ``{"error": <code>, "message": <text>}`` with a 4xx/5xx status.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from proxy.conf import parse_hostport
+from proxy.core.metrics import render_prometheus
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+MAX_BODY_BYTES = 64 * 1024
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return json_response({"error": code, "message": message, **extra}, status=status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
+        response = error(exc.status, code, exc.reason)
+        if exc.status == 405:
+            allow = exc.headers.get("Allow")
+            if allow:
+                response.headers["Allow"] = allow
+        return response
+
+
+def _authorised(request: web.Request) -> web.Response | None:
+    admin = request.app[RUNTIME].config.admin
+    token = None if admin is None else admin.token
+    if not token:
+        return error(403, "forbidden", "mutations are disabled: admin.token is not set")
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        response = error(401, "unauthorized", "missing or wrong bearer token")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ferryman"'
+        return response
+    return None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return error(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+    raw = await request.read()
+    if not raw:
+        return error(400, "bad_request", "expected a JSON object body")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return error(400, "bad_request", f"body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return error(400, "bad_request", "expected a JSON object body")
+    return body
+
+
+# -- read-only routes --------------------------------------------------------------------------
+
+
+async def livez(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if runtime.ready:
+        return json_response({"ready": True})
+    reason = "draining" if runtime.draining else "starting"
+    return json_response({"ready": False, "reason": reason}, status=503)
+
+
+async def stats(request: web.Request) -> web.Response:
+    return json_response(request.app[RUNTIME].stats())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = render_prometheus(request.app[RUNTIME].metric_samples())
+    return web.Response(body=text.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+
+async def config(request: web.Request) -> web.Response:
+    return json_response(request.app[RUNTIME].config.redacted())
+
+
+async def backends(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    return json_response({"pools": [runtime.describe_pool(name) for name in runtime.pools]})
+
+
+async def connections(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    raw = request.query.get("limit", "1000")
+    if not raw.isdigit() or int(raw) < 1:
+        return error(400, "bad_request", "limit must be a positive integer")
+    items = runtime.connections(limit=min(int(raw), 100_000))
+    return json_response({"total": runtime.total_connections(), "connections": items})
+
+
+async def connection(request: web.Request) -> web.Response:
+    raw = request.match_info["conn_id"]
+    if not raw.isdigit():
+        return error(400, "bad_request", "connection id must be an integer")
+    found = request.app[RUNTIME].connection(int(raw))
+    if found is None:
+        return error(404, "not_found", f"no open connection {raw}")
+    return json_response(found)
+
+
+# -- mutations ---------------------------------------------------------------------------------
+
+
+async def server_state(request: web.Request) -> web.Response:
+    denied = _authorised(request)
+    if denied is not None:
+        return denied
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    state = body.get("state")
+    allowed = ("ready", "drain", "maint")
+    if state not in allowed or set(body) - {"state"}:
+        return error(400, "bad_request", 'expected {"state": "ready" | "drain" | "maint"}')
+    runtime = request.app[RUNTIME]
+    pool, server = request.match_info["pool"], request.match_info["server"]
+    if pool not in runtime.pools:
+        return error(404, "not_found", f"no pool {pool!r}")
+    try:
+        changed = runtime.set_server_state(pool, server, state)
+    except KeyError:
+        return error(404, "not_found", f"no server {server!r} in pool {pool!r}")
+    return json_response({"pool": pool, "server": server, "state": state, "changed": changed})
+
+
+async def reload(request: web.Request) -> web.Response:
+    denied = _authorised(request)
+    if denied is not None:
+        return denied
+    result = await request.app[RUNTIME].reload()
+    return json_response(result.as_dict(), status=200 if result.ok else 422)
+
+
+async def drain(request: web.Request) -> web.Response:
+    denied = _authorised(request)
+    if denied is not None:
+        return denied
+    runtime = request.app[RUNTIME]
+    runtime.request_stop()
+    return json_response({"draining": True, "connections": runtime.total_connections()}, status=202)
+
+
+def build_app(runtime: Runtime) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
+    app[RUNTIME] = runtime
+    r = app.router
+    r.add_get("/livez", livez)
+    r.add_get("/readyz", readyz)
+    r.add_get("/stats", stats)
+    r.add_get("/metrics", metrics)
+    r.add_get("/config", config)
+    r.add_get("/backends", backends)
+    r.add_post("/backends/{pool}/{server}/state", server_state)
+    r.add_get("/connections", connections)
+    r.add_get("/connections/{conn_id}", connection)
+    r.add_post("/reload", reload)
+    r.add_post("/drain", drain)
+    return app
+
+
+class AdminServer:
+    """``AppRunner`` + ``TCPSite`` bound where ``admin.bind`` says."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.runner: web.AppRunner | None = None
+        self.site: web.TCPSite | None = None
+        self.bound: tuple[str, int] | None = None
+
+    @property
+    def url(self) -> str | None:
+        if self.bound is None:
+            return None
+        host = f"[{self.bound[0]}]" if ":" in self.bound[0] else self.bound[0]
+        return f"http://{host}:{self.bound[1]}"
+
+    async def start(self, bind: str) -> None:
+        self.runner = web.AppRunner(build_app(self.runtime), access_log=None, handle_signals=False)
+        await self.runner.setup()
+        await self._bind(bind)
+
+    async def _bind(self, bind: str) -> None:
+        assert self.runner is not None
+        host, port = parse_hostport(bind)
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await site.start()
+        self.site = site
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            addr = sockets[0].getsockname()
+            self.bound = (addr[0], addr[1])
+
+    async def rebind(self, bind: str) -> None:
+        old = self.site
+        try:
+            await self._bind(bind)
+        except OSError as exc:
+            self.site = old
+            self.runtime.log.error("admin_rebind_failed", bind=bind, error=str(exc))
+            return
+        if old is not None:
+            await old.stop()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None

@@ -1,0 +1,27 @@
+"""The interface every balancer implements (sans-IO)."""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping
+from typing import ClassVar, Protocol
+
+
+class Balancer(Protocol):
+    """Chooses a member for a new connection.
+
+    Membership changes are ordered and deterministic: two instances fed the same ``add``/``remove``
+    sequence pick the same members for the same keys and loads.  ``load`` maps members to their
+    current active connections (missing means 0); ``exclude`` holds members not to return (already
+    tried for this connection).  ``pick`` returns None when no member is eligible.
+    """
+
+    name: ClassVar[str]
+
+    def add(self, server: str) -> None: ...
+
+    def remove(self, server: str) -> None: ...
+
+    @property
+    def members(self) -> tuple[str, ...]: ...
+
+    def pick(self, key: int, load: Mapping[str, int], exclude: Container[str] = ()) -> str | None: ...

@@ -1,0 +1,283 @@
+"""The TCP splice: two asyncio Protocols per proxied connection.
+
+This is the thin I/O shell around :class:`proxy.core.connection.Connection`.  The machine decides;
+this module performs its actions and otherwise copies bytes.
+
+Hot path: ``data_received`` on either side is one attribute load, one integer add and one
+``transport.write``.  No logging, no allocation beyond what the transport does, no per-message
+timers (idle time is measured by the listener's tick from the byte counters).  ``bench/tcp.py``
+measures it against HAProxy.
+
+Backpressure (both ways): each transport has write-buffer water marks; when the buffer towards one
+peer passes the high mark, asyncio calls ``pause_writing`` on that side's protocol and we stop
+reading from the *other* peer until ``resume_writing``.  A slow or dead reader therefore holds at most
+``high_water_bytes`` plus one read in memory per direction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING
+
+from proxy.core import proxy_protocol
+from proxy.core.connection import (
+    ClientEOF,
+    ClientLost,
+    Close,
+    Connection,
+    ConnectUpstream,
+    ConnState,
+    HeaderInvalid,
+    HeaderParsed,
+    ServerEOF,
+    ServerLost,
+    ShutdownWrite,
+    Side,
+    StartRelay,
+    UpstreamConnected,
+    UpstreamFailed,
+)
+
+if TYPE_CHECKING:
+    from proxy.net.listener import Listener
+
+
+def _nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def describe_error(exc: BaseException | None) -> str | None:
+    """Translate a foreign exception into a short, stable reason string (once, at the boundary)."""
+    if exc is None:
+        return None
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return type(exc).__name__
+
+
+class ServerSide(asyncio.Protocol):
+    """Upstream half: bytes from the server go straight to the client."""
+
+    __slots__ = ("client", "nbytes", "nreads", "peer", "transport")
+
+    def __init__(self, client: ClientSide) -> None:
+        self.client = client
+        self.peer = client.transport
+        self.nbytes = 0
+        self.nreads = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.client.upstream_made(self, transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self.nbytes += len(data)
+        self.nreads += 1
+        self.peer.write(data)
+
+    def eof_received(self) -> bool:
+        self.client.apply(self.client.conn.handle(ServerEOF()))
+        return True  # keep the transport open: we may still write to the server (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.apply(self.client.conn.handle(ServerLost(describe_error(exc))))
+
+    def pause_writing(self) -> None:
+        # The server is not reading fast enough: stop reading from the client.
+        self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.peer.resume_reading()
+
+
+class ClientSide(asyncio.Protocol):
+    """Client half, and owner of the proxied connection."""
+
+    __slots__ = (
+        "closed",
+        "conn",
+        "connect_task",
+        "early",
+        "header_timer",
+        "idle_s",
+        "last_activity",
+        "listener",
+        "nbytes",
+        "nreads",
+        "peer",
+        "pending_header",
+        "server",
+        "transport",
+    )
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.peer: asyncio.Transport | None = None  # the server transport once connected
+        self.nbytes = 0
+        self.nreads = 0
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.conn: Connection = None  # type: ignore[assignment]
+        self.server: ServerSide | None = None
+        self.early = bytearray()  # bytes read before the server was connected (bounded, see below)
+        self.pending_header: bytes | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.last_activity = 0
+        self.idle_s = 0.0
+
+    # -- asyncio callbacks -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.listener.accepted(self, transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None:
+            self.nbytes += len(data)
+            self.nreads += 1
+            peer.write(data)
+            return
+        self._data_before_upstream(data)
+
+    def eof_received(self) -> bool:
+        self.apply(self.conn.handle(ClientEOF()))
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.apply(self.conn.handle(ClientLost(describe_error(exc))))
+
+    def pause_writing(self) -> None:
+        # The client is not reading fast enough: stop reading from the server.
+        if self.peer is not None:
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.resume_reading()
+
+    # -- before the relay starts -----------------------------------------------------------------
+
+    def _data_before_upstream(self, data: bytes) -> None:
+        self.nbytes += len(data)
+        self.early += data
+        if self.conn.state is not ConnState.AWAITING_HEADER:
+            # Reading is paused while connecting; what arrived in the same read is kept.
+            return
+        try:
+            parsed = proxy_protocol.parse(self.early)
+        except proxy_protocol.ProxyProtocolError as exc:
+            self.apply(self.conn.handle(HeaderInvalid(str(exc))))
+            return
+        if parsed is None:
+            return
+        header, consumed = parsed
+        del self.early[:consumed]
+        self.nbytes -= consumed  # the header is ours, not the client's payload
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+        self.transport.pause_reading()
+        self.apply(self.conn.handle(HeaderParsed(header)))
+
+    def upstream_made(self, server: ServerSide, transport: asyncio.Transport) -> None:
+        if self.conn.state is ConnState.CLOSED:
+            transport.close()
+            return
+        _nodelay(transport)
+        high, low = self.listener.water_marks
+        transport.set_write_buffer_limits(high, low)
+        self.server = server
+        if self.pending_header is not None:
+            transport.write(self.pending_header)
+            self.pending_header = None
+        if self.early:
+            transport.write(bytes(self.early))
+            self.early.clear()
+        self.peer = transport
+        self.apply(self.conn.handle(UpstreamConnected()))
+
+    async def _connect(self, host: str, port: int, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await loop.create_connection(lambda: ServerSide(self), host, port)
+        except (OSError, TimeoutError) as exc:
+            self.connect_task = None
+            if self.server is None:
+                self.apply(self.conn.handle(UpstreamFailed(describe_error(exc) or "error")))
+            return
+        self.connect_task = None
+
+    # -- performing the machine's actions --------------------------------------------------------
+
+    def apply(self, actions: list) -> None:
+        for action in actions:
+            kind = type(action)
+            if kind is StartRelay:
+                if not self.conn.client_eof:
+                    self.transport.resume_reading()
+            elif kind is ConnectUpstream:
+                server = action.server
+                self.pending_header = action.proxy_header
+                self.transport.pause_reading()
+                self.connect_task = self.listener.spawn_connect(
+                    self._connect(server.host, server.port, self.conn.connect_timeout_s)
+                )
+            elif kind is ShutdownWrite:
+                transport = self.peer if action.side is Side.SERVER else self.transport
+                if transport is not None and transport.can_write_eof():
+                    try:
+                        transport.write_eof()
+                    except (OSError, RuntimeError):
+                        pass
+            elif kind is Close:
+                self._close(action)
+
+    def _close(self, action: Close) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+        task = self.connect_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self.connect_task = None
+        # close() flushes what is buffered first; abort() would drop it.
+        self.transport.close()
+        if self.peer is not None:
+            self.peer.close()
+        self.listener.connection_done(self, action)
+
+    def abort(self) -> None:
+        """Hard stop: drop both sides without flushing."""
+        self.transport.abort()
+        if self.peer is not None:
+            self.peer.abort()
+
+    @property
+    def bytes_out(self) -> int:
+        server = self.server
+        return 0 if server is None else server.nbytes
+
+    @property
+    def reads_out(self) -> int:
+        server = self.server
+        return 0 if server is None else server.nreads
