@@ -108,6 +108,7 @@ class Runtime:
         self.learner: Any = None  # proxy.learner_link.LearnerLink when metrics are on
         self._learner_task: asyncio.Task[None] | None = None
         self._ended: list[list[Any]] = []
+        self._series_store: Any = None
         self.ended_dropped_total = 0
 
     # -- public API ------------------------------------------------------------------------------
@@ -158,8 +159,7 @@ class Runtime:
                     if pool.check_task is not None:
                         pool.check_task.cancel()
                 for listener in self._all_listeners():
-                    for task in list(listener.tasks):
-                        task.cancel()
+                    listener.cancel_connects()
         finally:
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -168,6 +168,9 @@ class Runtime:
             if self.admin is not None:
                 await self.admin.stop()
             self.access_log.close()
+            if self._series_store is not None:
+                self._series_store.close()
+                self._series_store = None
             self.log.info("proxy_stopped")
 
     async def reload(self, config: Any | None = None) -> ReloadResult:
@@ -218,7 +221,9 @@ class Runtime:
     # connections cannot grow memory between ticks.
     MAX_ENDED_PER_TICK = 50_000
 
-    def connection_ended(self, conn: Any, now_s: float, status: str, bytes_in: int, bytes_out: int) -> None:
+    def connection_ended(
+        self, listener: str, conn: Any, now_s: float, status: str, bytes_in: int, bytes_out: int
+    ) -> None:
         if self.learner is None:
             return
         if len(self._ended) >= self.MAX_ENDED_PER_TICK:
@@ -226,7 +231,16 @@ class Runtime:
             return
         server = conn.server
         self._ended.append(
-            [conn.id, conn.started_s, now_s, status, bytes_in, bytes_out, None if server is None else server.name]
+            [
+                conn.id,
+                conn.started_s,
+                now_s,
+                status,
+                bytes_in,
+                bytes_out,
+                listener,
+                None if server is None else f"{conn.pool.name}/{server.name}",
+            ]
         )
 
     def drain_ended_connections(self) -> list[list[Any]]:
@@ -332,6 +346,21 @@ class Runtime:
                 return describe_connection(listener.name, client, time.time())
         return None
 
+    def query_series(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """``GET /series`` (called in a worker thread): read the learner's store, read-only use."""
+        from model.tsdb import SeriesStore, read_settings, series_response
+
+        settings = self.config.metrics
+        found = read_settings(settings.db_path)
+        if found is None:
+            return 404, {"error": "not_found", "message": "the metrics store has no data yet"}
+        if self._series_store is None:
+            interval_s, time_zone = found
+            self._series_store = SeriesStore(
+                settings.db_path, interval_s=interval_s, time_zone=time_zone, lateness_s=settings.lateness_s
+            )
+        return series_response(self._series_store, params)
+
     def metric_samples(self) -> Iterator[Sample]:
         yield "ferryman_build_info", {"version": __version__}, 1
         yield "ferryman_process_start_time_seconds", {}, self.started_s
@@ -426,7 +455,7 @@ class Runtime:
             tick_s = self.config.global_.tick_s
             await asyncio.sleep(tick_s)
             for listener in self._all_listeners():
-                listener.sweep_idle(tick_s)
+                listener.sweep(tick_s)
             for listener in list(self.retired_listeners):
                 if not listener.connections:
                     self.retired_listeners.discard(listener)

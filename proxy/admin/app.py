@@ -134,6 +134,41 @@ async def connection(request: web.Request) -> web.Response:
     return json_response(found)
 
 
+async def series(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    settings = getattr(runtime.config, "metrics", None)
+    if settings is None:
+        return error(404, "not_found", "the metrics store is off: add a metrics section to the configuration")
+    import asyncio
+
+    status, body = await asyncio.to_thread(runtime.query_series, dict(request.query))
+    return json_response(body, status=status)
+
+
+async def scores(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if runtime.learner is None:
+        return error(404, "not_found", "the learner is off: add a metrics section to the configuration")
+    latest = runtime.learner.latest
+    return json_response(
+        {
+            "ts": latest.get("ts"),
+            "scored_connections": latest.get("scored_connections", 0),
+            "scores": latest.get("scores", []),
+        }
+    )
+
+
+async def forecast(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if runtime.learner is None:
+        return error(404, "not_found", "the learner is off: add a metrics section to the configuration")
+    latest = runtime.learner.latest
+    return json_response(
+        {"ts": latest.get("ts"), "forecast": latest.get("forecast"), "learner": latest.get("learner")}
+    )
+
+
 # -- mutations ---------------------------------------------------------------------------------
 
 
@@ -189,6 +224,9 @@ def build_app(runtime: Runtime) -> web.Application:
     r.add_post("/backends/{pool}/{server}/state", server_state)
     r.add_get("/connections", connections)
     r.add_get("/connections/{conn_id}", connection)
+    r.add_get("/series", series)
+    r.add_get("/scores", scores)
+    r.add_get("/forecast", forecast)
     r.add_post("/reload", reload)
     r.add_post("/drain", drain)
     return app

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from proxy.core.connection import Close, Connection, ConnState, TimedOut
 from proxy.logs import iso_utc
-from proxy.net.relay import ClientSide, _nodelay
+from proxy.net.relay import ClientSide
 
 if TYPE_CHECKING:
     from proxy.runtime import PoolRuntime, Runtime
@@ -50,7 +49,7 @@ class Listener:
         self.connections: dict[int, ClientSide] = {}
         self.stats = ListenerStats()
         self.server: asyncio.AbstractServer | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.loop = asyncio.get_running_loop()
         self.water_marks = runtime.water_marks
         self.bound: tuple[str, int] | None = None
 
@@ -83,19 +82,17 @@ class Listener:
     def pool(self) -> PoolRuntime:
         return self.runtime.pools[self.settings.pool]
 
-    def spawn_connect(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
     def accepted(self, client: ClientSide, transport: asyncio.Transport) -> None:
         settings = self.settings
         stats = self.stats
         stats.accepted_total += 1
         peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        local = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
         pool = self.pool()
+        # The local address matters only for PROXY headers; skip the lookup otherwise.
+        if pool.settings.send_proxy != "none":
+            local = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
+        else:
+            local = ("0.0.0.0", 0)
         conn = Connection(
             next(_conn_ids),
             pool.state,
@@ -115,7 +112,6 @@ class Listener:
             transport.close()
             return
         self.connections[conn.id] = client
-        _nodelay(transport)
         high, low = self.water_marks
         transport.set_write_buffer_limits(high, low)
         if settings.accept_proxy:
@@ -138,7 +134,7 @@ class Listener:
         stats.closed_total[action.status] = stats.closed_total.get(action.status, 0) + 1
         runtime = self.runtime
         now = time.time()
-        runtime.connection_ended(conn, now, action.status, bytes_in, bytes_out)
+        runtime.connection_ended(self.name, conn, now, action.status, bytes_in, bytes_out)
         if runtime.access_log.enabled:
             server = conn.server
             runtime.access_log.add(
@@ -175,13 +171,17 @@ class Listener:
 
     # -- periodic work ---------------------------------------------------------------------------
 
-    def sweep_idle(self, tick_s: float) -> None:
-        """Close connections that moved no byte either way for ``idle_timeout_s`` (checked per tick)."""
+    def sweep(self, tick_s: float) -> None:
+        """Per-tick timeouts: connects past their deadline, and connections that moved no byte
+        either way for ``idle_timeout_s``.  Both therefore have tick granularity (``global.tick_s``)."""
+        now = time.monotonic()
         limit = self.settings.idle_timeout_s
-        if not limit:
-            return
         expired: list[ClientSide] = []
         for client in self.connections.values():
+            if client.connect_task is not None and now >= client.connect_deadline_s:
+                client.connect_expired()
+            if not limit:
+                continue
             activity = client.nbytes + client.bytes_out
             if activity != client.last_activity:
                 client.last_activity = activity
@@ -198,6 +198,11 @@ class Listener:
             if hard:
                 client.abort()
             client.apply(client.conn.handle(TimedOut(reason)))
+
+    def cancel_connects(self) -> None:
+        for client in self.connections.values():
+            if client.connect_task is not None:
+                client.connect_task.cancel()
 
     def snapshot(self, now_s: float, limit: int | None = None) -> list[dict[str, Any]]:
         out = []

@@ -8,6 +8,11 @@ Hot path: ``data_received`` on either side is one attribute load, one integer ad
 timers (idle time is measured by the listener's tick from the byte counters).  ``bench/tcp.py``
 measures it against HAProxy.
 
+TCP_NODELAY: both uvloop and asyncio set it on every TCP transport they create, so we do not set it
+again (a test checks both sides).  Bytes a client sends while its server is still being connected
+are kept (up to the high-water mark, then reading pauses) rather than pausing reading up front:
+most clients speak first, and pause/resume per connection is measurable on the connection rate.
+
 Backpressure (both ways): each transport has write-buffer water marks; when the buffer towards one
 peer passes the high mark, asyncio calls ``pause_writing`` on that side's protocol and we stop
 reading from the *other* peer until ``resume_writing``.  A slow or dead reader therefore holds at most
@@ -17,12 +22,14 @@ reading from the *other* peer until ``resume_writing``.  A slow or dead reader t
 from __future__ import annotations
 
 import asyncio
-import socket
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from proxy.core import proxy_protocol
 from proxy.core.connection import (
-    ClientEOF,
+    CLIENT_EOF,
+    SERVER_EOF,
+    UPSTREAM_CONNECTED,
     ClientLost,
     Close,
     Connection,
@@ -30,26 +37,15 @@ from proxy.core.connection import (
     ConnState,
     HeaderInvalid,
     HeaderParsed,
-    ServerEOF,
     ServerLost,
     ShutdownWrite,
     Side,
     StartRelay,
-    UpstreamConnected,
     UpstreamFailed,
 )
 
 if TYPE_CHECKING:
     from proxy.net.listener import Listener
-
-
-def _nodelay(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
 
 def describe_error(exc: BaseException | None) -> str | None:
@@ -89,7 +85,7 @@ class ServerSide(asyncio.Protocol):
         self.peer.write(data)
 
     def eof_received(self) -> bool:
-        self.client.apply(self.client.conn.handle(ServerEOF()))
+        self.client.apply(self.client.conn.handle(SERVER_EOF))
         return True  # keep the transport open: we may still write to the server (half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -109,8 +105,11 @@ class ClientSide(asyncio.Protocol):
     __slots__ = (
         "closed",
         "conn",
+        "connect_deadline_s",
         "connect_task",
+        "connect_timed_out",
         "early",
+        "early_paused",
         "header_timer",
         "idle_s",
         "last_activity",
@@ -132,8 +131,11 @@ class ClientSide(asyncio.Protocol):
         self.conn: Connection = None  # type: ignore[assignment]
         self.server: ServerSide | None = None
         self.early = bytearray()  # bytes read before the server was connected (bounded, see below)
+        self.early_paused = False
         self.pending_header: bytes | None = None
-        self.connect_task: asyncio.Task[None] | None = None
+        self.connect_task: asyncio.Task[Any] | None = None
+        self.connect_deadline_s = 0.0
+        self.connect_timed_out = False
         self.header_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.last_activity = 0
@@ -155,7 +157,7 @@ class ClientSide(asyncio.Protocol):
         self._data_before_upstream(data)
 
     def eof_received(self) -> bool:
-        self.apply(self.conn.handle(ClientEOF()))
+        self.apply(self.conn.handle(CLIENT_EOF))
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -177,7 +179,9 @@ class ClientSide(asyncio.Protocol):
         self.nbytes += len(data)
         self.early += data
         if self.conn.state is not ConnState.AWAITING_HEADER:
-            # Reading is paused while connecting; what arrived in the same read is kept.
+            if len(self.early) >= self.listener.water_marks[0] and not self.early_paused:
+                self.early_paused = True
+                self.transport.pause_reading()
             return
         try:
             parsed = proxy_protocol.parse(self.early)
@@ -192,14 +196,12 @@ class ClientSide(asyncio.Protocol):
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
-        self.transport.pause_reading()
         self.apply(self.conn.handle(HeaderParsed(header)))
 
     def upstream_made(self, server: ServerSide, transport: asyncio.Transport) -> None:
         if self.conn.state is ConnState.CLOSED:
             transport.close()
             return
-        _nodelay(transport)
         high, low = self.listener.water_marks
         transport.set_write_buffer_limits(high, low)
         self.server = server
@@ -210,19 +212,43 @@ class ClientSide(asyncio.Protocol):
             transport.write(bytes(self.early))
             self.early.clear()
         self.peer = transport
-        self.apply(self.conn.handle(UpstreamConnected()))
+        self.apply(self.conn.handle(UPSTREAM_CONNECTED))
 
-    async def _connect(self, host: str, port: int, timeout_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await loop.create_connection(lambda: ServerSide(self), host, port)
-        except (OSError, TimeoutError) as exc:
-            self.connect_task = None
-            if self.server is None:
-                self.apply(self.conn.handle(UpstreamFailed(describe_error(exc) or "error")))
-            return
+    def _connect(self, host: str, port: int, now_s: float) -> None:
+        """Start connecting to the server.
+
+        The task is the bare ``create_connection`` coroutine with a done-callback, not a wrapper
+        coroutine under ``asyncio.timeout``: both cost a measurable share of the connection rate
+        (bench/tcp.py, "connect+1rtt+close").  The connect deadline is enforced by the listener's
+        tick sweep (``connect_deadline_s``), so it has tick granularity like the idle timeout.
+        """
+        loop = self.listener.loop
+        task = loop.create_task(loop.create_connection(lambda: ServerSide(self), host, port))
+        task.add_done_callback(self._connect_done)
+        self.connect_task = task
+        self.connect_deadline_s = now_s + self.conn.connect_timeout_s
+
+    def _connect_done(self, task: asyncio.Task[Any]) -> None:
+        if task is not self.connect_task:
+            return  # an older attempt, already given up on
         self.connect_task = None
+        if task.cancelled():
+            if self.connect_timed_out and self.server is None:
+                self.connect_timed_out = False
+                self.apply(self.conn.handle(UpstreamFailed("timeout")))
+            return
+        exc = task.exception()
+        if exc is None:
+            return  # upstream_made already ran from the protocol's connection_made
+        if self.server is None:
+            self.apply(self.conn.handle(UpstreamFailed(describe_error(exc) or "error")))
+
+    def connect_expired(self) -> None:
+        """Called by the listener's sweep when the connect deadline passed."""
+        task = self.connect_task
+        if task is not None and not task.done():
+            self.connect_timed_out = True
+            task.cancel()
 
     # -- performing the machine's actions --------------------------------------------------------
 
@@ -230,15 +256,14 @@ class ClientSide(asyncio.Protocol):
         for action in actions:
             kind = type(action)
             if kind is StartRelay:
-                if not self.conn.client_eof:
-                    self.transport.resume_reading()
+                if self.early_paused:
+                    self.early_paused = False
+                    if not self.conn.client_eof:
+                        self.transport.resume_reading()
             elif kind is ConnectUpstream:
                 server = action.server
                 self.pending_header = action.proxy_header
-                self.transport.pause_reading()
-                self.connect_task = self.listener.spawn_connect(
-                    self._connect(server.host, server.port, self.conn.connect_timeout_s)
-                )
+                self._connect(server.host, server.port, time.monotonic())
             elif kind is ShutdownWrite:
                 transport = self.peer if action.side is Side.SERVER else self.transport
                 if transport is not None and transport.can_write_eof():
@@ -257,9 +282,9 @@ class ClientSide(asyncio.Protocol):
             self.header_timer.cancel()
             self.header_timer = None
         task = self.connect_task
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
         self.connect_task = None
+        if task is not None:
+            task.cancel()
         # close() flushes what is buffered first; abort() would drop it.
         self.transport.close()
         if self.peer is not None:

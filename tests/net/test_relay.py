@@ -190,3 +190,60 @@ async def test_backend_dying_mid_transfer_closes_only_that_client() -> None:
         w1.close()
         w2.close()
     await b.stop()
+
+
+async def test_both_sides_have_tcp_nodelay() -> None:
+    b = await Backend("b").start()
+    async with running_proxy(config_text([b.address])) as rt:
+        reader, writer = await connect(rt)
+        assert await roundtrip(reader, writer, b"x") == b"b: x"
+        [client] = rt.listeners["front"].connections.values()
+        for transport in (client.transport, client.peer):
+            sock = transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        writer.close()
+    await b.stop()
+
+
+async def test_client_bytes_sent_before_the_server_answers_are_kept() -> None:
+    """The client speaks first, in several writes, while the proxy is still connecting."""
+    backend = await Backend("b", mode="sink").start()
+    async with running_proxy(config_text([backend.address])) as rt:
+        _reader, writer = await connect(rt)
+        for i in range(50):
+            writer.write(b"%03d," % i)
+        await writer.drain()
+        expected = b"".join(b"%03d," % i for i in range(50))
+        async with asyncio.timeout(5):
+            await backend.connected.wait()
+            conn = backend.conns[0]
+            while bytes(conn.received) != expected:
+                await conn.wait_data()
+        writer.close()
+    await backend.stop()
+
+
+async def test_connect_timeout_gives_up_on_a_server_that_never_answers(tmp_path) -> None:
+    # A listening socket whose accept queue is full: further SYNs are dropped, connects hang.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    fillers = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(blackhole.getsockname())
+        fillers.append(s)
+    address = f"127.0.0.1:{blackhole.getsockname()[1]}"
+    text = config_text([address], pool="connect_timeout_s: 0.2\n    connect_retries: 0")
+    try:
+        async with running_proxy(text) as rt:
+            reader, writer = await connect(rt)
+            assert await read_until_eof(reader) == b""
+            assert rt.stats()["listeners"]["front"]["closed_total"] == {"connect_failed": 1}
+            [server] = rt.describe_pool("game")["servers"]
+            assert server["last_error"] == "connect: timeout"
+            writer.close()
+    finally:
+        for s in (*fillers, blackhole):
+            s.close()
