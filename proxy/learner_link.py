@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import struct
 import sys
+import time
 from array import array
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +112,15 @@ class LearnerLink:
         self.dropped_total = 0
         self.restarts_total = 0
         self.latest: dict[str, Any] = {}
+        self.replies_total = 0
         self.stopping = False
+        self._reply = asyncio.Event()
+
+    async def wait_reply(self) -> dict[str, Any]:
+        """Wait for the learner's next reply (after the next snapshot it processed)."""
+        self._reply.clear()
+        await self._reply.wait()
+        return self.latest
 
     def command(self) -> list[str]:
         s = self.settings
@@ -124,6 +133,8 @@ class LearnerLink:
             "--lateness-s", str(s.lateness_s),
             "--retention", f"{r.raw_days},{r.minute_days},{r.hour_days},{r.day_days},{r.session_days}",
             "--tick-s", str(self.runtime.config.global_.tick_s),
+            "--max-scored-connections", str(s.max_scored_connections),
+            *([] if s.models else ["--no-models"]),
         ]
 
     async def run(self) -> None:
@@ -138,6 +149,9 @@ class LearnerLink:
                 self.runtime.log.error("learner_start_failed", error=str(exc))
             else:
                 self.runtime.log.info("learner_started", pid=self.proc.pid)
+                # A baseline at once: the learner counts from its first snapshot (what happened before
+                # it is a collection gap, stored as no rows rather than guessed).
+                self.send(build_snapshot(self.runtime, time.time()))
                 try:
                     await self._read_replies(self.proc)
                     code = await self.proc.wait()
@@ -173,6 +187,8 @@ class LearnerLink:
                 return
             if isinstance(reply, dict):
                 self.latest = reply
+                self.replies_total += 1
+                self._reply.set()
 
     def send(self, snapshot: dict[str, Any]) -> None:
         """Hand one snapshot to the learner, or drop it if the learner is behind or absent."""

@@ -101,6 +101,7 @@ class Runtime:
         self._stop_event = asyncio.Event()
         self._drained_event = asyncio.Event()
         self._no_connections = asyncio.Event()
+        self._no_connections_waiters = 0
         self._hard_stop = False
         self._tg: asyncio.TaskGroup | None = None
         self._reload_lock = asyncio.Lock()
@@ -210,12 +211,21 @@ class Runtime:
             if self.draining:
                 self._drained_event.set()
 
+    @property
+    def watching_connections(self) -> bool:
+        """True while someone waits for the last connection to end (drain, or wait_no_connections)."""
+        return self.draining or self._no_connections_waiters > 0
+
     async def wait_no_connections(self) -> None:
         """Wait until no client connection is open (connections already closed count as gone)."""
         if self.total_connections() == 0:
             return
         self._no_connections.clear()
-        await self._no_connections.wait()
+        self._no_connections_waiters += 1
+        try:
+            await self._no_connections.wait()
+        finally:
+            self._no_connections_waiters -= 1
 
     # Ended connections are reported to the learner once per tick; bounded so that a flood of short
     # connections cannot grow memory between ticks.

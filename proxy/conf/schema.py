@@ -403,6 +403,14 @@ class MetricsSettings(_Model):
     retention: MetricsRetention = Field(
         default_factory=lambda: MetricsRetention(), description="Retention per resolution."
     )
+    models: StrictBool = Field(
+        default=True,
+        description="Run the online models (per-connection scores, forecasts) in the learner; false stores "
+        "metrics only.",
+    )
+    max_scored_connections: StrictInt = Field(
+        default=100_000, ge=1, description="Connections the models track at most (bounds the learner's memory)."
+    )
 
 
 class UsageSettings(_Model):

@@ -166,7 +166,7 @@ class Listener:
                 status=action.status,
                 detail=action.detail,
             )
-        if not self.connections:
+        if not self.connections and runtime.watching_connections:
             runtime.connections_changed()
 
     # -- periodic work ---------------------------------------------------------------------------

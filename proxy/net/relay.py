@@ -89,7 +89,9 @@ class ServerSide(asyncio.Protocol):
         return True  # keep the transport open: we may still write to the server (half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.client.apply(self.client.conn.handle(ServerLost(describe_error(exc))))
+        conn = self.client.conn
+        if conn.state is not ConnState.CLOSED:  # usually already closed by us: skip the event
+            self.client.apply(conn.handle(ServerLost(describe_error(exc))))
 
     def pause_writing(self) -> None:
         # The server is not reading fast enough: stop reading from the client.
@@ -161,8 +163,9 @@ class ClientSide(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.conn is not None:
-            self.apply(self.conn.handle(ClientLost(describe_error(exc))))
+        conn = self.conn
+        if conn is not None and conn.state is not ConnState.CLOSED:
+            self.apply(conn.handle(ClientLost(describe_error(exc))))
 
     def pause_writing(self) -> None:
         # The client is not reading fast enough: stop reading from the server.

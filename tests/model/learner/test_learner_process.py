@@ -1,0 +1,65 @@
+"""The proxy feeds a real learner process; rows reach the store and GET /series."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from tests.support import Backend, config_text, connect, roundtrip, running_proxy
+
+
+async def test_snapshots_reach_the_store_and_series_api(tmp_path) -> None:
+    b = await Backend("b").start()
+    db = tmp_path / "metrics.sqlite3"
+    text = config_text([b.address]) + f"metrics: {{db_path: '{db}', models: false}}\n"
+    text = text.replace("tick_s: 0.05", "tick_s: 0.2")
+    started = time.time()
+    async with running_proxy(text) as rt, aiohttp.ClientSession(rt.admin.url) as http:
+        assert rt.learner is not None
+        async with asyncio.timeout(30):
+            await rt.learner.wait_reply()  # the learner's baseline: traffic from here on is counted
+        reader, writer = await connect(rt)
+        for i in range(20):
+            assert await roundtrip(reader, writer, b"m%d" % i) == b"b: m%d" % i
+        async with asyncio.timeout(30):
+            reply = await rt.learner.wait_reply()
+            while reply["store"]["raw_rows_written"] == 0:
+                reply = await rt.learner.wait_reply()
+            # One more snapshot after the traffic, so the byte counters include all of it.
+            await rt.learner.wait_reply()
+            await rt.learner.wait_reply()
+        params = {
+            "metric": "bytes_in",
+            "entity": "front",
+            "from": str(int(started) - 1),
+            "to": str(int(time.time()) + 2),
+            "granularity": "raw",
+        }
+        async with http.get("/series", params=params) as r:
+            body = await r.json()
+            assert r.status == 200, body
+            assert body["granularity"] == "raw"
+        assert sum(row["value"] for row in body["rows"]) == sum(len(b"m%d" % i) for i in range(20))
+        async with http.get("/series", params={"metric": "nope", "entity": "front", "from": "0", "to": "10"}) as r:
+            assert r.status in (400, 404)
+        async with http.get("/series", params={"metric": "bytes_in"}) as r:
+            assert r.status == 400
+        writer.close()
+    await b.stop()
+
+
+async def test_learner_is_restarted_when_it_dies(tmp_path) -> None:
+    b = await Backend("b").start()
+    text = config_text([b.address]) + f"metrics: {{db_path: '{tmp_path / 'm.sqlite3'}', models: false}}\n"
+    async with running_proxy(text) as rt:
+        async with asyncio.timeout(30):
+            await rt.learner.wait_reply()
+            first = rt.learner.proc
+            first.kill()
+            await first.wait()
+            while rt.learner.proc is None or rt.learner.proc is first:
+                await rt.learner.wait_reply()
+        assert rt.learner.restarts_total >= 1
+    await b.stop()
