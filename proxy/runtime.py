@@ -109,6 +109,7 @@ class Runtime:
         self.learner: Any = None  # proxy.learner_link.LearnerLink when metrics are on
         self._learner_task: asyncio.Task[None] | None = None
         self._ended: list[list[Any]] = []
+        self.store: Any = None  # replay.store PartitionStore when the store section is on
         self._series_store: Any = None
         self.ended_dropped_total = 0
 
@@ -137,6 +138,7 @@ class Runtime:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                self._open_store()
                 await self._bind_all()
                 for pool in self.pools.values():
                     self._start_checks(pool)
@@ -169,6 +171,9 @@ class Runtime:
             if self.admin is not None:
                 await self.admin.stop()
             self.access_log.close()
+            if self.store is not None:
+                self.store.close()
+                self.store = None
             if self._series_store is not None:
                 self._series_store.close()
                 self._series_store = None
@@ -470,10 +475,25 @@ class Runtime:
                 if not listener.connections:
                     self.retired_listeners.discard(listener)
             self.access_log.flush()
+            if self.store is not None:
+                self.store.expire(time.time())
+                self.store.commit()  # group commit, once per tick
             if self.learner is not None:
                 from proxy.learner_link import build_snapshot
 
                 self.learner.send(build_snapshot(self, time.time()))
+
+    def _open_store(self) -> None:
+        settings = getattr(self.config, "store", None)
+        if settings is None:
+            return
+        from replay.store import DurableStore, MemoryStore
+
+        if settings.kind == "memory":
+            self.store = MemoryStore(ttl_s=settings.ttl_s)
+        else:
+            self.store = DurableStore(settings.directory, fsync=settings.fsync, ttl_s=settings.ttl_s)
+        self.log.info("store_opened", kind=settings.kind, sessions=sum(1 for _ in self.store.sessions()))
 
     def _start_learner(self) -> None:
         settings = getattr(self.config, "metrics", None)

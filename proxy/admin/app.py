@@ -169,7 +169,87 @@ async def forecast(request: web.Request) -> web.Response:
     )
 
 
+def _store_or_error(request: web.Request) -> Any:
+    store = request.app[RUNTIME].store
+    if store is None:
+        return error(404, "not_found", "the session store is off: add a store section to the configuration")
+    return store
+
+
+def _json_value(value: Any) -> Any:
+    # Partition values are msgpack values; JSON has no bytes, so they travel as base64 text.
+    if isinstance(value, bytes | bytearray):
+        import base64
+
+        return {"$base64": base64.b64encode(value).decode()}
+    raise TypeError
+
+
+def json_data_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body, default=_json_value, option=orjson.OPT_NON_STR_KEYS),
+        status=status,
+        content_type="application/json",
+    )
+
+
+async def session_partitions(request: web.Request) -> web.Response:
+    store = _store_or_error(request)
+    if isinstance(store, web.Response):
+        return store
+    sid = request.match_info["sid"]
+    names = store.get_partition_list(sid)
+    if not names:
+        return error(404, "not_found", f"no session {sid!r}")
+    parts = []
+    for name in names:
+        state = store.get_partition_data(sid, name)
+        if state is not None:
+            parts.append({"name": name, "version": state.version, "digest": state.digest, "keys": len(state.data)})
+    return json_response({"sid": sid, "partitions": parts})
+
+
+async def session_partition(request: web.Request) -> web.Response:
+    store = _store_or_error(request)
+    if isinstance(store, web.Response):
+        return store
+    sid, name = request.match_info["sid"], request.match_info["name"]
+    state = store.get_partition_data(sid, name)
+    if state is None:
+        return error(404, "not_found", f"no partition {name!r} in session {sid!r}")
+    return json_data_response(
+        {"sid": sid, "partition": name, "version": state.version, "digest": state.digest, "data": dict(state.data)}
+    )
+
+
 # -- mutations ---------------------------------------------------------------------------------
+
+
+async def put_session_partition(request: web.Request) -> web.Response:
+    denied = _authorised(request)
+    if denied is not None:
+        return denied
+    store = _store_or_error(request)
+    if isinstance(store, web.Response):
+        return store
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    data = body.get("data")
+    if not isinstance(data, dict) or set(body) - {"data"}:
+        return error(400, "bad_request", 'expected {"data": {<key>: <value>, ...}}')
+    from replay.store import InvalidData, InvalidName, StoreLimitExceeded
+
+    sid, name = request.match_info["sid"], request.match_info["name"]
+    try:
+        version = store.set_partition_data(sid, name, data)
+    except (InvalidName, InvalidData) as exc:
+        return error(400, "bad_request", str(exc))
+    except StoreLimitExceeded as exc:
+        return error(413, "limit_exceeded", str(exc))
+    store.commit()
+    request.app[RUNTIME].log.info("partition_set", partition=name, version=version)
+    return json_response({"sid": sid, "partition": name, "version": version})
 
 
 async def server_state(request: web.Request) -> web.Response:
@@ -224,6 +304,9 @@ def build_app(runtime: Runtime) -> web.Application:
     r.add_post("/backends/{pool}/{server}/state", server_state)
     r.add_get("/connections", connections)
     r.add_get("/connections/{conn_id}", connection)
+    r.add_get("/sessions/{sid}/partitions", session_partitions)
+    r.add_get("/sessions/{sid}/partitions/{name}", session_partition)
+    r.add_put("/sessions/{sid}/partitions/{name}", put_session_partition)
     r.add_get("/series", series)
     r.add_get("/scores", scores)
     r.add_get("/forecast", forecast)

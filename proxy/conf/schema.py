@@ -413,6 +413,22 @@ class MetricsSettings(_Model):
     )
 
 
+class StoreSettings(_Model):
+    """The session-state partition store (session -> partition -> key -> value)."""
+
+    kind: Literal["local", "memory"] = Field(
+        default="local",
+        description="local: append-only segments plus snapshots in `directory`, recovered on restart; "
+        "memory: nothing survives a restart.",
+    )
+    directory: Text = Field(default="ferryman-state", description="Directory of the local store's files.")
+    fsync: Literal["always", "batch", "off"] = Field(
+        default="batch",
+        description="always: fsync every group commit; batch: at most every 50 ms; off: leave it to the OS.",
+    )
+    ttl_s: Seconds = Field(default=3600.0, description="Sessions idle this long are expired.")
+
+
 class UsageSettings(_Model):
     """Usage reporting: per-client, per-resource daily counts built from the access log."""
 
@@ -457,6 +473,9 @@ class Config(_Model):
     )
     usage: UsageSettings | None = Field(
         default=None, description="Usage reporting; absent or null means off."
+    )
+    store: StoreSettings | None = Field(
+        default=None, description="Session-state partition store; absent or null means off."
     )
 
     _source: str = PrivateAttr(default="<memory>")

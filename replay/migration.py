@@ -1,0 +1,471 @@
+"""Live migration of one session between backends: the partitioned epoch handoff (sans-IO).
+
+Theory of operation
+-------------------
+A client connection is bound to a *source* backend at some epoch.  To move it to a *target* (DESIGN §5,
+docs/protocol.md "Migration, as the proxy runs it"):
+
+1. **prepare** — connect the target and ``attach`` it at ``epoch + 1`` with the *pre-copy*: the partitions
+   in ``requires(target) ∩ present(session)`` as the proxy's store holds them.  The source keeps serving.
+2. **quiesce** — the shell stops forwarding client frames at a frame boundary (it buffers what it already
+   read and stops reading), and the source is fenced at ``epoch + 1``.  Requests already forwarded are
+   still answered by the source until it reports ``fenced``.
+3. **fenced** — the source reports ``last_seq`` (highest request applied) and any unreported deltas.
+   Requests forwarded with ``seq > last_seq`` were not applied: they will be resent to the target.
+4. **replay** — partitions of ``requires(target)`` whose version moved since the pre-copy (or that
+   appeared) are sent with ``restore``; the digests the target reports must equal the store's.
+5. **commit** — the route flips to the target, the unapplied requests are resent in order, buffered
+   client frames are released, and the source is released.
+
+The machine takes events (with ``now``) and returns actions; the shell owns sockets, buffering and the
+store's durability.  The machine reads the store and applies the source's deltas to it, because every
+delta must be in the store before the digest comparison.
+
+Transitions (``PHASE x EVENT -> PHASE + actions``)::
+
+    CONNECTING  TargetConnected           -> ATTACHING  SendTarget(Attach pre-copy)
+    ATTACHING   Attached (digests ok)     -> FENCING    PauseClient, SendSource(Fence)
+    FENCING     Res/Push from source      -> FENCING    DeliverToClient (deltas applied)
+    FENCING     Fenced                    -> RESTORING  SendTarget(Restore changed) | commit at once
+    RESTORING   Restored (digests ok)     -> COMMITTED  Commit, SendTarget(Req unapplied...),
+                                                         ResumeClient, SendSource(Release), Finished
+    before COMMITTED: TargetFailed | target Error | digest mismatch | Timeout
+                                          -> ROLLED_BACK  CloseTarget, [re-attach fenced source at
+                                             epoch + 2 and resend unapplied], ResumeClient, Finished
+    before COMMITTED: SourceFailed        -> rebuild on the target from the store: unanswered requests
+                                             get UnknownOutcome (or are resent when idempotent)
+    any         ClientGone                -> ABORTED    CloseTarget, Finished
+
+Guarantees: a client frame is applied exactly once (by the source if ``seq <= last_seq``, else by the
+target), in order; no reply to a replayed frame reaches the client (``restore`` carries state, not
+frames); state on the target equals the store's for every replayed partition (digest-checked).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from replay.canonical import canonical_packb
+from replay.envelope import (
+    Attach,
+    Attached,
+    Error,
+    Fence,
+    Fenced,
+    Missing,
+    Push,
+    Release,
+    Req,
+    Res,
+    Restore,
+    Restored,
+)
+from replay.store.base import PartitionState, PartitionStore
+
+
+class Phase(enum.Enum):
+    CONNECTING = "connecting"
+    ATTACHING = "attaching"
+    FENCING = "fencing"
+    RESTORING = "restoring"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+
+FINAL = frozenset({Phase.COMMITTED, Phase.ROLLED_BACK, Phase.ABORTED})
+
+# -- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConnected:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TargetFailed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFailed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FromTarget:
+    envelope: Any
+
+
+@dataclass(frozen=True, slots=True)
+class FromSource:
+    envelope: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ClientGone:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTimeout:
+    pass
+
+
+# -- actions ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectTarget:
+    server: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendTarget:
+    envelope: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SendSource:
+    envelope: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PauseClient:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeClient:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverToClient:
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownOutcome:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Flip the route: from now on the target is the connection's backend, at ``epoch``."""
+
+    server: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseTarget:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSource:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    outcome: str  # committed | rolled_back | aborted
+    cause: str | None
+    report: MigrationReport
+
+
+@dataclass
+class MigrationReport:
+    """What every migration measures (DESIGN §5)."""
+
+    source: str
+    target: str
+    started_s: float
+    paused_s: float | None = None
+    resumed_s: float | None = None
+    precopy_bytes: dict[str, int] = field(default_factory=dict)
+    replay_bytes: dict[str, int] = field(default_factory=dict)
+    partitions_present: int = 0
+    partitions_replayed: int = 0
+    resent_requests: int = 0
+    unknown_outcomes: int = 0
+    source_lost: bool = False
+
+    @property
+    def pause_s(self) -> float | None:
+        if self.paused_s is None or self.resumed_s is None:
+            return None
+        return self.resumed_s - self.paused_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "pause_s": self.pause_s,
+            "precopy_bytes": dict(self.precopy_bytes),
+            "replay_bytes": dict(self.replay_bytes),
+            "partitions_present": self.partitions_present,
+            "partitions_replayed": self.partitions_replayed,
+            "resent_requests": self.resent_requests,
+            "unknown_outcomes": self.unknown_outcomes,
+            "source_lost": self.source_lost,
+        }
+
+
+class Migration:
+    """One migration of session ``sid`` from ``source`` to ``target``.
+
+    ``inflight`` is the shell's ordered map ``seq -> client frame`` of requests forwarded to the source
+    and not yet answered; the machine removes entries as the source answers them during the handoff.
+    ``idempotent(body)`` says whether a request may be resent blindly after the source died.
+    """
+
+    def __init__(
+        self,
+        *,
+        sid: str,
+        epoch: int,
+        source: str,
+        target: str,
+        source_requires: Sequence[str],
+        target_requires: Sequence[str],
+        store: PartitionStore,
+        inflight: dict[int, bytes],
+        next_seq: int,
+        now_s: float,
+        idempotent: Callable[[bytes], bool] = lambda body: False,
+    ) -> None:
+        self.sid = sid
+        self.epoch = epoch
+        self.new_epoch = epoch + 1
+        self.source = source
+        self.target = target
+        self.source_requires = tuple(source_requires)
+        self.target_requires = tuple(target_requires)
+        self.store = store
+        self.inflight = inflight
+        self.next_seq = next_seq
+        self.idempotent = idempotent
+        self.phase = Phase.CONNECTING
+        self.precopy_versions: dict[str, int] = {}
+        self.expected: dict[str, int] = {}  # partition -> digest the target must report
+        self.source_fenced = False
+        self.source_alive = True
+        self.unapplied: list[tuple[int, bytes]] = []
+        self.pending_rollback: str | None = None  # target failed while the fence was outstanding
+        self.report = MigrationReport(source, target, now_s)
+
+    # -- entry points ----------------------------------------------------------------------------
+
+    def start(self) -> list[Any]:
+        return [ConnectTarget(self.target)]
+
+    def handle(self, event: Any, now_s: float) -> list[Any]:
+        if self.phase in FINAL:
+            return []
+        kind = type(event)
+        if kind is ClientGone:
+            self.phase = Phase.ABORTED
+            return [CloseTarget(), Finished("aborted", "client_gone", self.report)]
+        if kind is PhaseTimeout:
+            if self.phase is Phase.FENCING:
+                # The source did not answer the fence in time: treat it as lost.
+                if self.pending_rollback is not None:
+                    self.source_alive = False
+                    return self._rollback(self.pending_rollback, now_s)
+                return self._source_lost(now_s)
+            return self._rollback(f"timeout while {self.phase.value}", now_s)
+        if kind is TargetFailed:
+            return self._rollback(f"target failed: {event.reason}", now_s)
+        if kind is SourceFailed:
+            return self._source_lost(now_s)
+        if kind is FromTarget:
+            return self._from_target(event.envelope, now_s)
+        if kind is FromSource:
+            return self._from_source(event.envelope, now_s)
+        if kind is TargetConnected and self.phase is Phase.CONNECTING:
+            self.phase = Phase.ATTACHING
+            return [SendTarget(self._attach(self.target_requires, self.new_epoch, precopy=True))]
+        return []
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _partitions(self, requires: Sequence[str]) -> dict[str, PartitionState]:
+        present = self.store.get_partition_list(self.sid)
+        self.report.partitions_present = len(present)
+        out = {}
+        for name in present:
+            if name in requires:
+                state = self.store.get_partition_data(self.sid, name)
+                if state is not None:
+                    out[name] = state
+        return out
+
+    def _attach(self, requires: Sequence[str], epoch: int, *, precopy: bool) -> Attach:
+        state = self._partitions(requires)
+        for name, part in state.items():
+            self.expected[name] = part.digest
+            if precopy:
+                self.precopy_versions[name] = part.version
+                self.report.precopy_bytes[name] = len(canonical_packb(part.data))
+        return Attach(sid=self.sid, epoch=epoch, state=state, next_seq=self.next_seq)
+
+    def _digests_ok(self, digests: Mapping[str, int]) -> bool:
+        return all(digests.get(name) == digest for name, digest in self.expected.items())
+
+    def _apply_deltas(self, deltas: Mapping[str, Any]) -> None:
+        for name, delta in deltas.items():
+            if delta.data is not None:
+                self.store.set_partition_data(self.sid, name, delta.data, version=delta.version)
+            else:
+                self.store.apply_delta(self.sid, name, delta.version, delta.set_, delta.delete)
+
+    def _from_target(self, env: Any, now_s: float) -> list[Any]:
+        kind = type(env)
+        if kind is Error:
+            return self._rollback(f"target error: {env.code}", now_s)
+        if kind is Attached and self.phase is Phase.ATTACHING:
+            if not self._digests_ok(env.digests):
+                return self._rollback("digest mismatch after pre-copy", now_s)
+            if not self.source_alive:
+                return self._rebuild(now_s)
+            self.phase = Phase.FENCING
+            self.report.paused_s = now_s
+            return [PauseClient(), SendSource(Fence(epoch=self.new_epoch))]
+        if kind is Restored and self.phase is Phase.RESTORING:
+            if not self._digests_ok(env.digests):
+                return self._rollback("digest mismatch after replay", now_s)
+            return self._commit(now_s)
+        return []
+
+    def _from_source(self, env: Any, now_s: float) -> list[Any]:
+        kind = type(env)
+        if kind is Res:
+            self.inflight.pop(env.seq, None)
+            if env.deltas:
+                self._apply_deltas(env.deltas)
+            return [] if env.body is None else [DeliverToClient(env.body)]
+        if kind is Push:
+            if env.deltas:
+                self._apply_deltas(env.deltas)
+            return [DeliverToClient(env.body)]
+        if kind is Fenced and self.phase is Phase.FENCING:
+            self.source_fenced = True
+            if env.deltas:
+                self._apply_deltas(env.deltas)
+            self.unapplied = [(seq, body) for seq, body in sorted(self.inflight.items()) if seq > env.last_seq]
+            if self.pending_rollback is not None:
+                return self._rollback(self.pending_rollback, now_s)
+            return self._replay(now_s)
+        if kind is Missing:
+            # The source could not apply a request for lack of a partition: it will be resent after
+            # the handoff like any unapplied request.
+            return []
+        if kind is Error:
+            return self._source_lost(now_s)
+        return []
+
+    def _replay(self, now_s: float) -> list[Any]:
+        changed: dict[str, PartitionState] = {}
+        for name, state in self._partitions(self.target_requires).items():
+            if self.precopy_versions.get(name) != state.version:
+                changed[name] = state
+                self.expected[name] = state.digest
+                self.report.replay_bytes[name] = len(canonical_packb(state.data))
+        self.report.partitions_replayed = len(set(self.precopy_versions) | set(changed))
+        if not changed:
+            return self._commit(now_s)
+        self.phase = Phase.RESTORING
+        return [SendTarget(Restore(epoch=self.new_epoch, state=changed))]
+
+    def _commit(self, now_s: float) -> list[Any]:
+        self.phase = Phase.COMMITTED
+        self.report.resumed_s = now_s
+        if self.report.paused_s is None:
+            self.report.paused_s = now_s
+        actions: list[Any] = [Commit(self.target, self.new_epoch)]
+        for seq, body in self.unapplied:
+            actions.append(SendTarget(Req(seq=seq, body=body)))
+            self.report.resent_requests += 1
+        # The resent requests stay in flight, now on the target; the rest of inflight was answered.
+        self.inflight.clear()
+        self.inflight.update(self.unapplied)
+        actions.append(ResumeClient())
+        if self.source_alive:
+            actions.append(SendSource(Release(epoch=self.new_epoch)))
+        actions.append(CloseSource())
+        actions.append(Finished("committed", None, self.report))
+        return actions
+
+    def _rollback(self, cause: str, now_s: float) -> list[Any]:
+        if not self.source_alive:
+            # Nowhere to go back to: the session is lost with its backends; the client is told.
+            self.phase = Phase.ABORTED
+            return [CloseTarget(), Finished("aborted", f"{cause}; source already lost", self.report)]
+        if self.phase is Phase.FENCING and not self.source_fenced:
+            # Which requests the source applied is known only from its ``fenced``: wait for it, then
+            # roll back with exact knowledge.  The target can go now.
+            first = self.pending_rollback is None
+            self.pending_rollback = self.pending_rollback or cause
+            return [CloseTarget()] if first else []
+        self.phase = Phase.ROLLED_BACK
+        actions: list[Any] = [] if self.pending_rollback is not None else [CloseTarget()]
+        if self.source_fenced:
+            # The fenced source applies nothing more on this epoch: bind it again above the target's
+            # epoch with the store's copy (equal to its own: every delta was applied above), then give
+            # it back the requests it never applied.
+            reattach = self._attach(self.source_requires, self.new_epoch + 1, precopy=False)
+            actions.append(SendSource(reattach))
+            for seq, body in self.unapplied:
+                actions.append(SendSource(Req(seq=seq, body=body)))
+            self.inflight.clear()
+            self.inflight.update(self.unapplied)
+        if self.report.paused_s is not None:
+            self.report.resumed_s = now_s
+            actions.append(ResumeClient())
+        actions.append(Finished("rolled_back", cause, self.report))
+        return actions
+
+    def _source_lost(self, now_s: float) -> list[Any]:
+        self.source_alive = False
+        self.report.source_lost = True
+        if self.pending_rollback is not None:
+            return self._rollback(self.pending_rollback, now_s)  # neither side left: abort
+        if self.source_fenced:
+            return []  # it already said exactly what it applied: the handoff needs nothing more from it
+        if self.phase is Phase.ATTACHING or self.phase is Phase.CONNECTING:
+            return []  # continue; rebuild once the target is attached
+        return self._rebuild(now_s)
+
+    def _rebuild(self, now_s: float) -> list[Any]:
+        """The source is gone: finish on the target from the store alone (DESIGN §5)."""
+        actions: list[Any] = []
+        if self.report.paused_s is None:
+            self.report.paused_s = now_s
+            actions.append(PauseClient())
+        resend = []
+        for seq, body in sorted(self.inflight.items()):
+            if self.idempotent(body):
+                resend.append((seq, body))
+            else:
+                actions.append(UnknownOutcome(seq))
+                self.report.unknown_outcomes += 1
+        self.unapplied = resend
+        self.inflight.clear()
+        changed = {}
+        for name, state in self._partitions(self.target_requires).items():
+            if self.precopy_versions.get(name) != state.version:
+                changed[name] = state
+                self.expected[name] = state.digest
+                self.report.replay_bytes[name] = len(canonical_packb(state.data))
+        self.report.partitions_replayed = len(set(self.precopy_versions) | set(changed))
+        if changed:
+            self.phase = Phase.RESTORING
+            actions.append(SendTarget(Restore(epoch=self.new_epoch, state=changed)))
+            return actions
+        return actions + self._commit(now_s)

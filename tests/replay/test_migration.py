@@ -1,0 +1,266 @@
+"""Sans-IO tests of the migration machine: every row of the rollback matrix, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from replay.canonical import digest
+from replay.envelope import (
+    Attach,
+    Attached,
+    Delta,
+    Error,
+    Fence,
+    Fenced,
+    Release,
+    Req,
+    Res,
+    Restore,
+    Restored,
+)
+from replay.migration import (
+    ClientGone,
+    CloseSource,
+    CloseTarget,
+    Commit,
+    ConnectTarget,
+    DeliverToClient,
+    Finished,
+    FromSource,
+    FromTarget,
+    Migration,
+    PauseClient,
+    Phase,
+    PhaseTimeout,
+    ResumeClient,
+    SendSource,
+    SendTarget,
+    SourceFailed,
+    TargetConnected,
+    TargetFailed,
+    UnknownOutcome,
+)
+from replay.store import MemoryStore
+
+SID = "sess-1"
+
+
+def store_with_state() -> MemoryStore:
+    s = MemoryStore(ttl_s=None)
+    s.set_partition_data(SID, "auth", {"user": "ann"})
+    s.set_partition_data(SID, "game", {"score": 3})
+    s.set_partition_data(SID, "cart", {"items": ["apple"]})
+    return s
+
+
+def make(store=None, inflight=None, idempotent=lambda body: False) -> Migration:
+    return Migration(
+        sid=SID,
+        epoch=4,
+        source="s1",
+        target="s2",
+        source_requires=("auth", "game", "cart"),
+        target_requires=("auth", "game"),
+        store=store or store_with_state(),
+        inflight={} if inflight is None else inflight,
+        next_seq=11,
+        now_s=100.0,
+        idempotent=idempotent,
+    )
+
+
+def of(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def digests(store, names):
+    return {n: digest(store.get_partition_data(SID, n).data) for n in names}
+
+
+def to_fencing(m: Migration) -> list:
+    assert m.start() == [ConnectTarget("s2")]
+    [send] = m.handle(TargetConnected(), 100.0)
+    attach = send.envelope
+    assert isinstance(attach, Attach) and attach.epoch == 5 and attach.next_seq == 11
+    # Selective pre-copy: requires(target) ∩ present, never the cart.
+    assert set(attach.state) == {"auth", "game"}
+    actions = m.handle(FromTarget(Attached(sid=SID, epoch=5, digests=digests(m.store, ["auth", "game"]))), 100.01)
+    assert actions == [PauseClient(), SendSource(Fence(epoch=5))]
+    assert m.phase is Phase.FENCING
+    return actions
+
+
+def finished(actions) -> Finished:
+    [f] = of(actions, Finished)
+    return f
+
+
+def test_happy_path_replays_only_what_changed_and_resends_unapplied() -> None:
+    inflight = {9: b"req9", 10: b"req10"}
+    m = make(inflight=inflight)
+    to_fencing(m)
+    # Req 9 is answered during the quiesce, with a delta; req 10 was never applied by the source.
+    out = m.handle(FromSource(Res(seq=9, body=b"reply9", deltas={"game": Delta(version=2, set_={"score": 4})})), 100.02)
+    assert out == [DeliverToClient(b"reply9")]
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=9, deltas={})), 100.03)
+    [restore] = of(out, SendTarget)
+    assert isinstance(restore.envelope, Restore)
+    assert set(restore.envelope.state) == {"game"}  # only the partition that moved since the pre-copy
+    assert restore.envelope.state["game"].data == {"score": 4}
+    out = m.handle(FromTarget(Restored(epoch=5, digests=digests(m.store, ["auth", "game"]))), 100.04)
+    assert out[0] == Commit("s2", 5)
+    assert of(out, SendTarget) == [SendTarget(Req(seq=10, body=b"req10"))]
+    assert ResumeClient() in out and SendSource(Release(epoch=5)) in out and CloseSource() in out
+    f = finished(out)
+    assert f.outcome == "committed" and m.phase is Phase.COMMITTED
+    assert f.report.pause_s == pytest.approx(0.03)
+    assert f.report.partitions_present == 3 and f.report.partitions_replayed == 2
+    assert set(f.report.precopy_bytes) == {"auth", "game"} and set(f.report.replay_bytes) == {"game"}
+    assert inflight == {10: b"req10"}  # still in flight, now on the target
+
+
+def test_nothing_changed_commits_without_restore() -> None:
+    m = make()
+    to_fencing(m)
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=10, deltas={})), 101.0)
+    assert out[0] == Commit("s2", 5) and not of(out, SendTarget)
+
+
+def test_final_deltas_from_fenced_are_applied_and_replayed() -> None:
+    m = make()
+    to_fencing(m)
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=10, deltas={"auth": Delta(version=2, set_={"role": "admin"})})), 1.0)
+    [restore] = of(out, SendTarget)
+    assert restore.envelope.state["auth"].data == {"user": "ann", "role": "admin"}
+    assert m.store.get_partition_data(SID, "auth").version == 2
+
+
+@pytest.mark.parametrize("phase_events", [0, 1])
+def test_target_fails_before_fence_rolls_back_without_pausing(phase_events: int) -> None:
+    m = make()
+    m.start()
+    if phase_events:
+        m.handle(TargetConnected(), 1.0)
+    out = m.handle(TargetFailed("connection refused"), 2.0)
+    assert CloseTarget() in out and not of(out, ResumeClient) and not of(out, SendSource)
+    assert finished(out).outcome == "rolled_back" and "connection refused" in finished(out).cause
+
+
+def test_digest_mismatch_after_precopy_rolls_back() -> None:
+    m = make()
+    m.start()
+    m.handle(TargetConnected(), 1.0)
+    out = m.handle(FromTarget(Attached(sid=SID, epoch=5, digests={"auth": 1, "game": 2})), 1.1)
+    assert finished(out).cause == "digest mismatch after pre-copy" and CloseTarget() in out
+
+
+def test_digest_mismatch_after_replay_rolls_back_to_a_reattached_source() -> None:
+    inflight = {10: b"req10"}
+    m = make(inflight=inflight)
+    to_fencing(m)
+    m.handle(FromSource(Fenced(epoch=5, last_seq=9, deltas={"game": Delta(version=2, set_={"score": 9})})), 2.0)
+    out = m.handle(FromTarget(Restored(epoch=5, digests={"auth": 0, "game": 0})), 2.1)
+    sent = [a.envelope for a in of(out, SendSource)]
+    assert isinstance(sent[0], Attach) and sent[0].epoch == 6 and set(sent[0].state) == {"auth", "game", "cart"}
+    assert sent[1:] == [Req(seq=10, body=b"req10")]  # the source gets back what it never applied
+    assert ResumeClient() in out and finished(out).outcome == "rolled_back"
+    assert finished(out).report.pause_s == pytest.approx(2.1 - 100.01)
+
+
+def test_target_fails_while_fence_outstanding_waits_for_fenced_then_rolls_back() -> None:
+    inflight = {10: b"req10", 11: b"req11"}
+    m = make(inflight=inflight)
+    to_fencing(m)
+    out = m.handle(TargetFailed("reset"), 3.0)
+    assert out == [CloseTarget()] and m.phase is Phase.FENCING
+    assert m.handle(TargetFailed("again"), 3.01) == []
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=10, deltas={})), 3.1)
+    sent = [a.envelope for a in of(out, SendSource)]
+    assert isinstance(sent[0], Attach) and sent[0].epoch == 6
+    assert sent[1:] == [Req(seq=11, body=b"req11")]
+    assert finished(out).outcome == "rolled_back" and "reset" in finished(out).cause
+
+
+def test_target_error_envelope_rolls_back() -> None:
+    m = make()
+    to_fencing(m)
+    m.handle(FromSource(Fenced(epoch=5, last_seq=10, deltas={"game": Delta(version=2, set_={"x": 1})})), 4.0)
+    out = m.handle(FromTarget(Error(code="stale_epoch", message="old")), 4.1)
+    assert finished(out).outcome == "rolled_back" and "stale_epoch" in finished(out).cause
+
+
+@pytest.mark.parametrize("when", ["connecting", "attaching", "fencing", "restoring"])
+def test_source_dies_at_each_phase_rebuilds_on_target_with_unknown_outcomes(when: str) -> None:
+    inflight = {10: b"incr", 11: b"get"}
+    m = make(inflight=inflight, idempotent=lambda body: body == b"get")
+    m.start()
+    out: list = []
+    if when == "connecting":
+        out = m.handle(SourceFailed("reset"), 1.0)
+        assert out == []
+        m.handle(TargetConnected(), 1.1)
+        out = m.handle(FromTarget(Attached(sid=SID, epoch=5, digests=digests(m.store, ["auth", "game"]))), 1.2)
+    elif when == "attaching":
+        m.handle(TargetConnected(), 1.1)
+        assert m.handle(SourceFailed("reset"), 1.15) == []
+        out = m.handle(FromTarget(Attached(sid=SID, epoch=5, digests=digests(m.store, ["auth", "game"]))), 1.2)
+    elif when == "fencing":
+        to_fencing(m)
+        out = m.handle(SourceFailed("reset"), 1.2)
+    else:
+        to_fencing(m)
+        m.handle(FromSource(Fenced(epoch=5, last_seq=9, deltas={"game": Delta(version=2, set_={"s": 1})})), 1.1)
+        assert m.phase is Phase.RESTORING
+        out = m.handle(SourceFailed("reset"), 1.2)
+        assert out == []  # already fenced; the restore in flight finishes the job
+        out = m.handle(FromTarget(Restored(epoch=5, digests=digests(m.store, ["auth", "game"]))), 1.3)
+        assert of(out, Commit) and finished(out).outcome == "committed"
+        return
+    assert of(out, UnknownOutcome) == [UnknownOutcome(10)]  # never a blind replay of a write
+    assert of(out, Commit) == [Commit("s2", 5)]
+    assert of(out, SendTarget) == [SendTarget(Req(seq=11, body=b"get"))]  # idempotent: resent
+    assert not of(out, SendSource)
+    f = finished(out)
+    assert f.outcome == "committed" and f.report.source_lost and f.report.unknown_outcomes == 1
+
+
+def test_fence_timeout_treats_source_as_lost() -> None:
+    m = make(inflight={10: b"x"})
+    to_fencing(m)
+    out = m.handle(PhaseTimeout(), 9.0)
+    assert of(out, UnknownOutcome) == [UnknownOutcome(10)] and finished(out).outcome == "committed"
+
+
+def test_both_sides_lost_aborts() -> None:
+    m = make()
+    to_fencing(m)
+    m.handle(TargetFailed("reset"), 5.0)
+    out = m.handle(SourceFailed("reset"), 5.1)
+    assert finished(out).outcome == "aborted"
+
+
+def test_client_disconnect_mid_way_aborts_and_releases_target() -> None:
+    m = make()
+    to_fencing(m)
+    out = m.handle(ClientGone(), 6.0)
+    assert out[0] == CloseTarget() and finished(out).outcome == "aborted"
+    assert m.handle(FromSource(Fenced(epoch=5, last_seq=1, deltas={})), 6.1) == []
+
+
+def test_client_burst_during_quiesce_is_the_shells_buffer_not_the_source() -> None:
+    """While FENCING the machine never forwards client frames to the source: only answers flow back."""
+    m = make(inflight={10: b"a"})
+    to_fencing(m)
+    out = m.handle(FromSource(Res(seq=10, body=b"ra")), 7.0)
+    assert out == [DeliverToClient(b"ra")]
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=10, deltas={})), 7.1)
+    assert not of(out, SendSource) or all(isinstance(a.envelope, Release) for a in of(out, SendSource))
+    assert ResumeClient() in out
+
+
+def test_timeout_before_fence_rolls_back() -> None:
+    m = make()
+    m.start()
+    m.handle(TargetConnected(), 1.0)
+    out = m.handle(PhaseTimeout(), 10.0)
+    assert finished(out).outcome == "rolled_back" and "attaching" in finished(out).cause
