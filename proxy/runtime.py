@@ -102,6 +102,7 @@ class Runtime:
         self._drained_event = asyncio.Event()
         self._no_connections = asyncio.Event()
         self._no_connections_waiters = 0
+        self._health_event = asyncio.Event()
         self._hard_stop = False
         self._tg: asyncio.TaskGroup | None = None
         self._reload_lock = asyncio.Lock()
@@ -464,6 +465,12 @@ class Runtime:
 
     def _health_changed(self, pool: str, server: str, up: bool, error: str | None) -> None:
         self.log.warning("server_health_changed", pool=pool, server=server, up=up, error=error)
+        self._health_event.set()
+
+    async def wait_health_change(self) -> None:
+        """Wait for the next server health transition (for operators' tools and tests)."""
+        self._health_event.clear()
+        await self._health_event.wait()
 
     async def _tick_loop(self) -> None:
         while True:

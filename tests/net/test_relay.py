@@ -247,3 +247,61 @@ async def test_connect_timeout_gives_up_on_a_server_that_never_answers(tmp_path)
     finally:
         for s in (*fillers, blackhole):
             s.close()
+
+
+async def test_slow_server_bounds_proxy_memory_the_other_way() -> None:
+    """The client uploads far more than the water marks while the backend does not read."""
+    backend = await Backend("b", mode="sink").start()
+    high = 65536
+    text = config_text([backend.address], global_=f"high_water_bytes: {high}, low_water_bytes: 16384")
+    async with running_proxy(text) as rt:
+        reader, writer = await connect(rt)
+        writer.write(b"x")
+        async with asyncio.timeout(5):
+            await backend.connected.wait()
+        conn = backend.conns[0]
+        conn.transport.pause_reading()  # the server stops reading
+        chunk = b"u" * 65536
+        sent = 1
+        # Write until the client's own transport reports that the proxy stopped reading from it.
+        transport = writer.transport
+        async with asyncio.timeout(10):
+            while transport.get_write_buffer_size() < 1 << 20:
+                writer.write(chunk)
+                sent += len(chunk)
+                await asyncio.sleep(0)
+        [client] = rt.listeners["front"].connections.values()
+        assert client.peer.get_write_buffer_size() <= high + 256 * 1024
+        conn.transport.resume_reading()
+        async with asyncio.timeout(20):
+            while len(conn.received) < sent:
+                await conn.wait_data()
+        assert len(conn.received) == sent
+        writer.close()
+    await backend.stop()
+
+
+async def test_active_checks_take_a_dead_server_out_and_bring_it_back() -> None:
+    b1 = await Backend("b1").start()
+    b2 = await Backend("b2").start()
+    pool = "health_check: {enabled: true, interval_s: 0.05, timeout_s: 0.05, rise: 2, fall: 2}"
+    text = config_text([b1.address, b2.address]).replace("health_check: {enabled: false}", pool)
+    async with running_proxy(text) as rt:
+        port = b1.port
+        await b1.stop()
+
+        def state(name: str) -> str:
+            return next(s for s in rt.describe_pool("game")["servers"] if s["name"] == name)["health"]
+
+        async with asyncio.timeout(10):
+            while state("s1") != "down":
+                await rt.wait_health_change()
+        for _ in range(5):
+            reader, writer = await connect(rt)
+            assert (await roundtrip(reader, writer, b"q")).startswith(b"b2: ")
+            writer.close()
+        await b1.start(port)
+        async with asyncio.timeout(10):
+            while state("s1") != "up":
+                await rt.wait_health_change()
+    await b2.stop()
