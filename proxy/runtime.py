@@ -192,6 +192,9 @@ class Runtime:
                     return self._reload_failed([str(e) for e in exc.errors])
                 except OSError as exc:
                     return self._reload_failed([f"{self.config_path}: {exc.strerror or exc}"])
+            problems = self.unsupported(config)
+            if problems:
+                return self._reload_failed(problems)
             try:
                 changes = await self._apply(config)
             except OSError as exc:
@@ -418,7 +421,20 @@ class Runtime:
     def _all_listeners(self) -> list[Listener]:
         return [*self.listeners.values(), *self.retired_listeners]
 
+    @staticmethod
+    def unsupported(config: Any) -> list[str]:
+        """What this build cannot serve although the file format allows it."""
+        return [
+            f"listeners.{x.name}.mode: frames mode (session-aware, live migration) is not available in this "
+            "build yet; use mode: tcp"
+            for x in config.listeners
+            if x.mode != "tcp"
+        ]
+
     async def _bind_all(self) -> None:
+        problems = self.unsupported(self.config)
+        if problems:
+            raise OSError("; ".join(problems))
         for settings in self.config.listeners:
             listener = Listener(self, settings)
             host, port = parse_hostport(settings.bind)

@@ -143,3 +143,10 @@ async def test_demo_runs_and_stops(tmp_path) -> None:
     assert code == 0, err
     assert "admin" in out and "http://127.0.0.1:" in out
     assert "replies per backend" in out
+
+
+async def test_run_refuses_frames_mode_until_it_exists(tmp_path) -> None:
+    path = tmp_path / "ferryman.yaml"
+    path.write_text(config_text(["127.0.0.1:9"]).replace("mode: tcp", "mode: frames"))
+    code, _, err = await ferryman("run", "-c", str(path))
+    assert code == 1 and "frames mode" in err
