@@ -1,36 +1,48 @@
-"""``python -m bench NAME [args]``: run one benchmark (each writes JSON and a markdown table to bench/results/)."""
+"""``python -m bench NAME [args]``: run one benchmark; ``python -m bench`` lists them.
+
+Each benchmark is a module ``bench.NAME`` with ``main(args: list[str]) -> int``, imported only when
+asked for, so one benchmark's dependencies never stop another from running.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import TextIO
 
-BENCHMARKS = {
+#: Every benchmark, in the order they are listed.
+REGISTRY: dict[str, str] = {
     "tcp": "ferryman vs HAProxy vs direct: ping-pong, bulk, connection rate, redis-benchmark",
-    "forecast": "forecasters vs naive on the NASA and Twitter traces",
     "usage": "daily and monthly usage processing on a synthetic month",
-    "migrate": "live migration pause, rate and replayed bytes",
+    "forecast": "forecasters vs naive baselines on the real traces",
     "scale": "predictive vs reactive scaling on the real traces",
+    "migrate": "live migration: pause, rate and replayed bytes",
 }
+
+
+def print_list(out: TextIO) -> None:
+    print("usage: python -m bench NAME [args]    (python -m bench NAME --help for its options)\n", file=out)
+    for name, what in REGISTRY.items():
+        print(f"  {name:10} {what}", file=out)
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m bench NAME [args]\n")
-        for name, what in BENCHMARKS.items():
-            print(f"  {name:10} {what}")
-        return 0 if argv else 2
+        print_list(sys.stdout)
+        return 0
     name, args = argv[0], argv[1:]
-    if name not in BENCHMARKS:
-        print(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}", file=sys.stderr)
+    if name not in REGISTRY:
+        print(f"unknown benchmark {name!r}\n", file=sys.stderr)
+        print_list(sys.stderr)
         return 2
     try:
         module = importlib.import_module(f"bench.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name == f"bench.{name}":
-            print(f"benchmark {name!r} is not part of this build yet", file=sys.stderr)
-            return 2
-        raise
+        if exc.name != f"bench.{name}":
+            raise  # the benchmark exists but something it imports does not: show that
+        print(f"benchmark {name!r} is not part of this build yet\n", file=sys.stderr)
+        print_list(sys.stderr)
+        return 2
     return int(module.main(args) or 0)
 
 

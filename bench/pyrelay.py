@@ -1,7 +1,10 @@
-"""A bare Python relay: two asyncio Protocols on uvloop and nothing else.
+"""A bare Python relay: two asyncio Protocols spliced on uvloop, and nothing else.
 
-The reference line in ``bench/tcp.py`` ("what Python can do"): no counters, no placement, no
-health, no timeouts.  ``python -m bench.pyrelay LISTEN_PORT:BACKEND_PORT ...``.
+The reference column of ``python -m bench tcp`` ("bare Python relay"): no counters, placement,
+health checks, timeouts or logs, so the gap between it and ferryman is what ferryman's features cost,
+and the gap between it and HAProxy is what Python costs.
+
+    python -m bench.pyrelay LISTEN_PORT:BACKEND_PORT ...      prints "ready" once every port listens
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class Upstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.client.transport.close()
 
+    # Backpressure both ways: a full write buffer on one side pauses reading on the other.
     def pause_writing(self) -> None:
         self.client.transport.pause_reading()
 
@@ -42,12 +46,20 @@ class Client(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
-        self.task = loop.create_task(loop.create_connection(lambda: Upstream(self), "127.0.0.1", self.backend_port))
+        self.task = loop.create_task(
+            loop.create_connection(lambda: Upstream(self), "127.0.0.1", self.backend_port)
+        )
+        self.task.add_done_callback(self.connect_done)
+
+    def connect_done(self, task: asyncio.Task[object]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.transport.close()
 
     def upstream_made(self, transport: asyncio.Transport) -> None:
         self.peer = transport
         if self.early:
             transport.write(bytes(self.early))
+            self.early.clear()
 
     def data_received(self, data: bytes) -> None:
         if self.peer is not None:
@@ -70,7 +82,7 @@ class Client(asyncio.Protocol):
             self.peer.resume_reading()
 
 
-async def main(pairs: list[tuple[int, int]]) -> None:
+async def serve(pairs: list[tuple[int, int]]) -> None:
     loop = asyncio.get_running_loop()
     for listen_port, backend_port in pairs:
         await loop.create_server(
@@ -80,6 +92,17 @@ async def main(pairs: list[tuple[int, int]]) -> None:
     await asyncio.Event().wait()
 
 
+def main(argv: list[str]) -> int:
+    try:
+        pairs = [(int(a), int(b)) for a, b in (arg.split(":") for arg in argv)]
+    except ValueError:
+        pairs = []
+    if not pairs:
+        print("usage: python -m bench.pyrelay LISTEN_PORT:BACKEND_PORT ...", file=sys.stderr)
+        return 2
+    uvloop.run(serve(pairs))
+    return 0
+
+
 if __name__ == "__main__":
-    pairs = [(int(a), int(b)) for a, b in (arg.split(":") for arg in sys.argv[1:])]
-    uvloop.run(main(pairs))
+    raise SystemExit(main(sys.argv[1:]))
