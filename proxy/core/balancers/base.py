@@ -25,3 +25,22 @@ class Balancer(Protocol):
     def members(self) -> tuple[str, ...]: ...
 
     def pick(self, key: int, load: Mapping[str, int], exclude: Container[str] = ()) -> str | None: ...
+
+
+class OrderedMembers:
+    """Membership kept in insertion order, for balancers without hashing."""
+
+    def __init__(self, balance_factor: float = 1.25) -> None:
+        self._members: list[str] = []
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return tuple(self._members)
+
+    def add(self, server: str) -> None:
+        if server in self._members:
+            raise ValueError(f"{server!r} is already a member")
+        self._members.append(server)
+
+    def remove(self, server: str) -> None:
+        self._members.remove(server)

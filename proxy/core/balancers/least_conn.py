@@ -5,25 +5,15 @@ from __future__ import annotations
 from collections.abc import Container, Mapping
 from typing import ClassVar
 
+from proxy.core.balancers.base import OrderedMembers
 
-class LeastConnBalancer:
+
+class LeastConnBalancer(OrderedMembers):
     name: ClassVar[str] = "least_conn"
 
     def __init__(self, balance_factor: float = 1.25) -> None:
-        self._members: list[str] = []
+        super().__init__(balance_factor)
         self._rotation = 0
-
-    @property
-    def members(self) -> tuple[str, ...]:
-        return tuple(self._members)
-
-    def add(self, server: str) -> None:
-        if server in self._members:
-            raise ValueError(f"{server!r} is already a member")
-        self._members.append(server)
-
-    def remove(self, server: str) -> None:
-        self._members.remove(server)
 
     def pick(self, key: int, load: Mapping[str, int], exclude: Container[str] = ()) -> str | None:
         members = self._members

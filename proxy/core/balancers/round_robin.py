@@ -5,26 +5,19 @@ from __future__ import annotations
 from collections.abc import Container, Mapping
 from typing import ClassVar
 
+from proxy.core.balancers.base import OrderedMembers
 
-class RoundRobinBalancer:
+
+class RoundRobinBalancer(OrderedMembers):
     name: ClassVar[str] = "round_robin"
 
     def __init__(self, balance_factor: float = 1.25) -> None:
-        self._members: list[str] = []
+        super().__init__(balance_factor)
         self._next = 0
-
-    @property
-    def members(self) -> tuple[str, ...]:
-        return tuple(self._members)
-
-    def add(self, server: str) -> None:
-        if server in self._members:
-            raise ValueError(f"{server!r} is already a member")
-        self._members.append(server)
 
     def remove(self, server: str) -> None:
         index = self._members.index(server)
-        del self._members[index]
+        super().remove(server)
         if index < self._next:
             self._next -= 1
 
