@@ -40,7 +40,6 @@ _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 MAX_DEPTH = 64
 
 
-
 def _packb(obj: Any) -> bytes:
     # A fresh packer per call (msgpack.packb): a shared Packer object is not safe across threads.
     return msgpack.packb(obj, use_bin_type=True, use_single_float=False)

@@ -177,15 +177,14 @@ def validate_session_id(session_id: object, limits: StoreLimits) -> str:
         raise InvalidName(f"session id must be a str, not {type(session_id).__name__}")
     if not session_id:
         raise InvalidName("session id must not be empty")
-    n = len(session_id.encode("utf-8", "surrogatepass"))
+    try:
+        n = len(session_id.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates
+        raise InvalidName(f"session id {session_id!r} is not valid UTF-8") from None
     if n > limits.max_session_id_bytes:
         raise InvalidName(f"session id is {n} bytes, more than {limits.max_session_id_bytes}")
     if _SID_BAD_RE.search(session_id):
         raise InvalidName(f"session id {session_id!r} contains '/' or a control character")
-    try:
-        session_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidName(f"session id {session_id!r} is not valid UTF-8") from None
     return session_id
 
 

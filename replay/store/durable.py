@@ -157,7 +157,9 @@ class DurableStore(MemoryStore):
         super().__init__(ttl_s=ttl_s, limits=limits)
         self.fsync = FsyncMode(fsync)
         if segment_bytes < 1 or snapshot_every_bytes < 1 or batch_bytes < 1 or batch_interval_s < 0:
-            raise ValueError("segment_bytes, snapshot_every_bytes, batch_bytes must be >= 1, batch_interval_s >= 0")
+            raise ValueError(
+                "segment_bytes, snapshot_every_bytes, batch_bytes must be >= 1, batch_interval_s >= 0"
+            )
         self.segment_bytes = segment_bytes
         self.snapshot_every_bytes = snapshot_every_bytes
         self.batch_interval_s = batch_interval_s
@@ -180,7 +182,7 @@ class DurableStore(MemoryStore):
         self._snapshots_total = 0
         self.last_snapshot_error: str | None = None
 
-        self._lock_file: IO[bytes] | None = open(self.directory / _LOCK_NAME, "a+b")  # noqa: SIM115
+        self._lock_file: IO[bytes] | None = open(self.directory / _LOCK_NAME, "a+b")
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -337,7 +339,7 @@ class DurableStore(MemoryStore):
         path = self.directory / f"seg-{first_seq:020d}.log"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-            f = open(fd, "ab", buffering=0)  # noqa: SIM115
+            f = open(fd, "ab", buffering=0)
         except OSError as exc:
             raise StoreIOError(f"creating segment {path} failed: {exc}") from exc
         try:
@@ -581,7 +583,7 @@ class DurableStore(MemoryStore):
                 self._segments.append(path)
                 self._log_bytes += size
         if self._segments and kept[-1][0] == self._segments[-1] and kept[-1][1] < self.segment_bytes:
-            self._segment = open(self._segments[-1], "ab", buffering=0)  # noqa: SIM115
+            self._segment = open(self._segments[-1], "ab", buffering=0)
             self._segment_size = kept[-1][1]
         for seq, path in snapshots:
             if seq < base_seq:
@@ -629,7 +631,9 @@ class DurableStore(MemoryStore):
             for op in ops:
                 self._replay_op(op)
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-            raise StoreCorrupted(f"{path}: commit {seq} at offset {offset} has a malformed op: {exc!r}") from None
+            raise StoreCorrupted(
+                f"{path}: commit {seq} at offset {offset} has a malformed op: {exc!r}"
+            ) from None
         except _Damaged as exc:
             raise StoreCorrupted(f"{path}: commit {seq} at offset {offset}: {exc}") from None
         return seq
@@ -640,7 +644,7 @@ class DurableStore(MemoryStore):
             _, sid, name, version, sets, deletes = op
             part = self._current(sid, name, version)
             if part is None:
-                self._put_partition(sid, name, version, {}, 0, journal=False)
+                self._put_partition(sid, name, version, {}, 1, journal=False)
                 part = self._sessions[sid].partitions[name]
             data = part.data
             body = part.nbytes - map_header_bytes(len(data))

@@ -241,7 +241,7 @@ class MemoryStore:
         self._check_partition_bytes(session_id, partition, nbytes)
         self._check_capacity(session_id, session, part)
         if part is None:
-            self._put_partition(session_id, partition, version, {}, 0, journal=True)
+            self._put_partition(session_id, partition, version, {}, 1, journal=True)
             part = self._sessions[session_id].partitions[partition]
             data = part.data
         for key in deletes:
@@ -398,7 +398,14 @@ class MemoryStore:
                 )
 
     def _put_partition(
-        self, session_id: str, partition: str, version: int, data: dict[Any, Any], nbytes: int, *, journal: bool
+        self,
+        session_id: str,
+        partition: str,
+        version: int,
+        data: dict[Any, Any],
+        nbytes: int,
+        *,
+        journal: bool,
     ) -> None:
         session = self._sessions.get(session_id)
         if session is None:

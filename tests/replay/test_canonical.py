@@ -54,7 +54,10 @@ def test_map_keys_sort_by_their_encoding_bytewise() -> None:
     # "b" encodes a1 62, "aa" encodes a2 61 61: the length header sorts first, so "b" < "aa".
     assert canonical_packb({"aa": 1, "b": 2}).hex() == "82" + "a16202" + "a2616101"
     # positive fixint (0x01) < fixstr (0xa1..) < bin (0xc4) < negative fixint (0xff)
-    assert canonical_packb({-1: 0, b"k": 0, "k": 0, 1: 0}).hex() == "84" + "0100" + "a16b00" + "c4016b00" + "ff00"
+    assert (
+        canonical_packb({-1: 0, b"k": 0, "k": 0, 1: 0}).hex()
+        == "84" + "0100" + "a16b00" + "c4016b00" + "ff00"
+    )
 
 
 def test_nested_maps_are_sorted_at_every_level() -> None:
@@ -67,7 +70,7 @@ def test_scalar_subclasses_encode_as_their_base_type() -> None:
     class Color(enum.IntEnum):
         RED = 3
 
-    class Kind(str, enum.Enum):
+    class Kind(enum.StrEnum):
         GAME = "game"
 
     assert canonical_packb({Kind.GAME: Color.RED}) == canonical_packb({"game": 3})

@@ -169,7 +169,9 @@ def test_delete_session(store: MemoryStore) -> None:
     assert store.apply_delta("s1", "game", 1, {"b": 2}, []) == 1
 
 
-@pytest.mark.parametrize("sid", ["", "a/b", "line\nbreak", "nul\x00", "x" * 129, "é" * 65, 7, None, b"s1"])
+@pytest.mark.parametrize(
+    "sid", ["", "a/b", "line\nbreak", "nul\x00", "x" * 129, "é" * 65, "\ud800", 7, None, b"s1"]
+)
 def test_invalid_session_ids(store: MemoryStore, sid: Any) -> None:
     with pytest.raises(InvalidName):
         store.set_partition_data(sid, "game", {})
@@ -278,15 +280,25 @@ def test_max_partition_bytes_is_the_canonical_size(make_store: Any) -> None:
 
 sizes_keys = st.sampled_from(["a", "b", "c", 1, 2, b"z", "long-key-" * 3])
 sizes_values = st.recursive(
-    st.none() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=40) | st.binary(max_size=40) | st.floats(),
+    st.none()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.text(max_size=40)
+    | st.binary(max_size=40)
+    | st.floats(),
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
     max_leaves=8,
 )
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.dictionaries(sizes_keys, sizes_values, max_size=4), st.lists(sizes_keys, max_size=3))))
-def test_tracked_size_equals_the_canonical_size_after_any_deltas(deltas: list[tuple[dict[Any, Any], list[Any]]]) -> None:
+@given(
+    st.lists(
+        st.tuples(st.dictionaries(sizes_keys, sizes_values, max_size=4), st.lists(sizes_keys, max_size=3))
+    )
+)
+def test_tracked_size_equals_the_canonical_size_after_any_deltas(
+    deltas: list[tuple[dict[Any, Any], list[Any]]],
+) -> None:
     store = MemoryStore()
     for version, (set_, delete) in enumerate(deltas, start=1):
         delete = [k for k in delete if k not in set_]

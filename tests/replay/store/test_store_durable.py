@@ -209,7 +209,7 @@ def test_a_missing_segment_is_a_hard_error(tmp_path: Path) -> None:
 
 
 def test_a_segment_torn_while_being_created_is_removed(tmp_path: Path) -> None:
-    after_two, after_three, _ = three_commits(tmp_path)
+    _, after_three, _ = three_commits(tmp_path)
     (tmp_path / "seg-00000000000000000004.log").write_bytes(b"FRYMNLOG\x00\x00")
     store = DurableStore(tmp_path, fsync="off")
     assert dump(store) == after_three
@@ -500,5 +500,8 @@ def test_failed_fsync_makes_the_store_unusable_until_reopened(
     monkeypatch.undo()
     store.close()  # releases the directory without writing
     again = DurableStore(tmp_path)
-    assert again.get_partition_data("s1", "game") in (PartitionState(1, {"n": 1}), PartitionState(2, {"n": 2}))
+    assert again.get_partition_data("s1", "game") in (
+        PartitionState(1, {"n": 1}),
+        PartitionState(2, {"n": 2}),
+    )
     again.close()
