@@ -255,7 +255,7 @@ async def test_slow_server_bounds_proxy_memory_the_other_way() -> None:
     high = 65536
     text = config_text([backend.address], global_=f"high_water_bytes: {high}, low_water_bytes: 16384")
     async with running_proxy(text) as rt:
-        reader, writer = await connect(rt)
+        _reader, writer = await connect(rt)
         writer.write(b"x")
         async with asyncio.timeout(5):
             await backend.connected.wait()
