@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import struct
 import sys
 import time
@@ -101,6 +102,15 @@ def build_snapshot(runtime: Runtime, now_s: float) -> dict[str, Any]:
     }
 
 
+def _unpin() -> None:
+    """In the learner child: drop CPU affinity inherited from a pinned proxy, so that learning never
+    competes with the data plane for its core."""
+    try:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    except (AttributeError, OSError):
+        pass
+
+
 class LearnerLink:
     """Owns the learner process: start, feed, read back, restart."""
 
@@ -143,7 +153,10 @@ class LearnerLink:
         while not self.stopping:
             try:
                 self.proc = await asyncio.create_subprocess_exec(
-                    *self.command(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+                    *self.command(),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    preexec_fn=_unpin,
                 )
             except OSError as exc:
                 self.runtime.log.error("learner_start_failed", error=str(exc))

@@ -63,3 +63,24 @@ async def test_learner_is_restarted_when_it_dies(tmp_path) -> None:
                 await rt.learner.wait_reply()
         assert rt.learner.restarts_total >= 1
     await b.stop()
+
+
+async def test_learner_does_not_inherit_the_proxys_cpu_pinning(tmp_path) -> None:
+    import os
+
+    import pytest
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two CPUs to observe")
+    before = os.sched_getaffinity(0)
+    b = await Backend("b").start()
+    text = config_text([b.address]) + f"metrics: {{db_path: '{tmp_path / 'm.sqlite3'}', models: false}}\n"
+    os.sched_setaffinity(0, {0})  # the "proxy" (this test process) is pinned to CPU 0
+    try:
+        async with running_proxy(text) as rt:
+            async with asyncio.timeout(30):
+                await rt.learner.wait_reply()
+            assert os.sched_getaffinity(rt.learner.proc.pid) == set(range(os.cpu_count()))
+    finally:
+        os.sched_setaffinity(0, before)
+    await b.stop()
