@@ -18,8 +18,10 @@ from __future__ import annotations
 import xxhash
 
 _MASK64 = (1 << 64) - 1
-_LCG = 2862933555777941757
-_TWO31 = float(1 << 31)
+
+# Seeds of :func:`rehash` live above every bucket number, so the bounded-load walk never reuses
+# the hash that MementoHash's lookup applies to the same key (seeded with a bucket, < 2**32).
+_WALK_SEED = 1 << 63
 
 _xxh3 = xxhash.xxh3_64_intdigest
 
@@ -28,14 +30,18 @@ def jump_hash(key: int, num_buckets: int) -> int:
     """Bucket in ``[0, num_buckets)`` for a 64-bit ``key`` (Lamping & Veach 2014, figure 1)."""
     if num_buckets < 1:
         raise ValueError("num_buckets must be >= 1")
-    if not 0 <= key <= _MASK64:
+    if not 0 <= key <= 0xFFFFFFFFFFFFFFFF:
         raise ValueError("key must be an unsigned 64-bit integer")
+    # Literals rather than module globals: this runs once per accepted connection, and a constant
+    # load is the cheapest operand in the loop.  ``float / int`` converts the int (at most 2**31,
+    # exact in a double) before dividing, so it is the paper's ``double(1LL << 31) / double(...)``
+    # without a call to float(); ``(b + 1) *`` then multiplies the rounded quotient, as in C.
     b = -1
     j = 0
     while j < num_buckets:
         b = j
-        key = (key * _LCG + 1) & _MASK64
-        j = int((b + 1) * (_TWO31 / float((key >> 33) + 1)))
+        key = (key * 2862933555777941757 + 1) & 0xFFFFFFFFFFFFFFFF
+        j = int((b + 1) * (2147483648.0 / ((key >> 33) + 1)))
     return b
 
 
@@ -46,9 +52,9 @@ def key_hash(data: bytes | str) -> int:
     return _xxh3(data)
 
 
-def rehash(key: int, seed: int) -> int:
-    """A new 64-bit key derived from ``key`` and ``seed`` (for retries and bounded-load walks)."""
-    return _xxh3(key.to_bytes(8, "little"), seed)
+def rehash(key: int, attempt: int) -> int:
+    """The 64-bit key of walk step ``attempt`` (>= 0) for ``key``: for retries and bounded load."""
+    return _xxh3(key.to_bytes(8, "little"), _WALK_SEED | attempt)
 
 
 class MementoHash:
@@ -57,7 +63,8 @@ class MementoHash:
     ``size`` is the length of the b-array (every bucket ever used, working or removed); the working
     buckets are ``[0, size)`` minus the removed ones.  ``_replaced[b] = (replacer, previous)``:
     ``replacer`` is the working-set size right after ``b`` was removed (the slot that took ``b``'s
-    place), ``previous`` the bucket removed just before ``b``.
+    place), ``previous`` the bucket removed just before ``b``.  The state depends only on the
+    ordered ``add``/``remove`` calls, so instances that apply the same calls agree on every lookup.
     """
 
     __slots__ = ("_last_removed", "_replaced", "size")
@@ -71,6 +78,7 @@ class MementoHash:
 
     @property
     def working(self) -> int:
+        """Number of working buckets."""
         return self.size - len(self._replaced)
 
     def is_working(self, bucket: int) -> bool:
@@ -89,7 +97,7 @@ class MementoHash:
         return bucket
 
     def remove(self, bucket: int) -> None:
-        """Remove a working bucket; only the keys it held move."""
+        """Remove a working bucket; only the keys it held move.  KeyError if it is not working."""
         if not self.is_working(bucket):
             raise KeyError(bucket)
         if not self._replaced and bucket == self.size - 1:
@@ -101,16 +109,19 @@ class MementoHash:
         self._last_removed = bucket
 
     def lookup(self, key: int) -> int:
-        """The working bucket of ``key``.  Raises LookupError when no bucket is working."""
-        if self.working <= 0:
+        """The working bucket of 64-bit ``key``.  Raises LookupError when no bucket is working."""
+        if self.size == len(self._replaced):
             raise LookupError("no working bucket")
         bucket = jump_hash(key, self.size)
         replaced = self._replaced
         entry = replaced.get(bucket)
+        if entry is None:
+            return bucket
+        data = key.to_bytes(8, "little")
         while entry is not None:
             r = entry[0]
             # Rehash uniformly over the r slots that were working right after ``bucket`` left ...
-            u = _xxh3(key.to_bytes(8, "little"), bucket) % r
+            u = _xxh3(data, bucket) % r
             # ... and resolve a slot whose bucket had already been removed before ``bucket``
             # (its replacer is >= r) to the bucket that filled it.
             nxt = replaced.get(u)

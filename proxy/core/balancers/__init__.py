@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from proxy.core.balancers.base import Balancer
 from proxy.core.balancers.consistent import ConsistentHashBalancer, capacity
 from proxy.core.balancers.least_conn import LeastConnBalancer
 from proxy.core.balancers.round_robin import RoundRobinBalancer
 
-BALANCERS: dict[str, type] = {
+BALANCERS: dict[str, Callable[..., Balancer]] = {
     ConsistentHashBalancer.name: ConsistentHashBalancer,
     RoundRobinBalancer.name: RoundRobinBalancer,
     LeastConnBalancer.name: LeastConnBalancer,
@@ -15,11 +17,12 @@ BALANCERS: dict[str, type] = {
 
 
 def make_balancer(name: str, *, balance_factor: float = 1.25) -> Balancer:
+    """A new, empty balancer called ``name``; ValueError for an unknown name."""
     try:
         cls = BALANCERS[name]
     except KeyError:
         raise ValueError(f"unknown balancer {name!r}; choose one of {', '.join(BALANCERS)}") from None
-    return cls(balance_factor=balance_factor)  # type: ignore[no-any-return]
+    return cls(balance_factor=balance_factor)
 
 
 __all__ = [

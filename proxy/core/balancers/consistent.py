@@ -2,13 +2,22 @@
 
 Placement is MementoHash over jump hash (``proxy.core.hashing``): each server name is bound to a
 bucket; removing a server removes its bucket (only its keys move), adding one restores the most
-recently removed bucket or appends a new one (about 1/(n+1) of keys move, all to it).
+recently removed bucket or appends a new one (about 1/(n+1) of keys move, all to it).  MementoHash
+restores buckets only in LIFO order, so a server that comes back gets its own keys back only if it
+was the last to leave; otherwise it takes the bucket (and keys) of whoever left last, and that
+server gets another bucket when it returns.  Either way each change moves the minimum of keys.
 
 Bounded load (Mirrokni, Thorup, Zadimoghaddam, "Consistent Hashing with Bounded Loads", SODA 2018):
 no member takes more than ``capacity = ceil(c * (total + 1) / n)`` connections, where ``total`` is the
 current load and the +1 is the connection being placed.  A full or excluded candidate walks on to the
 next candidate in a per-key deterministic sequence: rehashed lookups first (so overflow spreads
-evenly instead of piling onto one neighbour), then a scan of the members in bucket order.
+evenly instead of piling onto one neighbour), then a scan of the members in bucket order.  Every
+instance with the same membership changes and the same loads picks the same member.
+
+The cap always leaves a member below it (``n * capacity > total``), so without exclusions the bound
+holds strictly.  When every member *not* excluded is full (the slack sits on members that already
+failed this connection), the least-loaded eligible member takes it, one over the cap, rather than
+refusing a client while healthy members remain.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ class ConsistentHashBalancer:
         return tuple(self._name_of[b] for b in sorted(self._name_of))
 
     def add(self, server: str) -> None:
+        """Bind ``server`` to the most recently removed bucket, or to a new one (MementoHash add)."""
         if server in self._bucket_of:
             raise ValueError(f"{server!r} is already a member")
         bucket = self._memento.add()
@@ -53,6 +63,7 @@ class ConsistentHashBalancer:
         self._name_of[bucket] = server
 
     def remove(self, server: str) -> None:
+        """Remove ``server``'s bucket: only the keys it held move.  KeyError if not a member."""
         bucket = self._bucket_of.pop(server)
         del self._name_of[bucket]
         self._memento.remove(bucket)

@@ -16,8 +16,12 @@ class RoundRobinBalancer(OrderedMembers):
         self._next = 0
 
     def remove(self, server: str) -> None:
-        index = self._members.index(server)
+        members = self._members
+        if server not in members:
+            raise KeyError(server)
+        index = members.index(server)
         super().remove(server)
+        # Keep pointing at the same next member: the ones after ``index`` shifted down by one.
         if index < self._next:
             self._next -= 1
 
