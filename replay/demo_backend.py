@@ -135,14 +135,18 @@ def run_backend(host: str, port: int, name: str, requires: tuple[str, ...] = ())
         try:
             runner.run(_main(host, port, name, tuple(requires)))
         except OSError as exc:
-            print(f"demo-backend {name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            print(
+                f"demo-backend {name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
+            )
             return 1
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m replay.demo_backend --port P --name NAME [--requires auth,game]``."""
-    parser = argparse.ArgumentParser(prog="python -m replay.demo_backend", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m replay.demo_backend", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", default="demo")

@@ -234,7 +234,12 @@ class Attached:
     requires: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {"t": "attached", "sid": self.sid, "epoch": self.epoch, "digests": _plain(self.digests)}
+        wire: dict[str, Any] = {
+            "t": "attached",
+            "sid": self.sid,
+            "epoch": self.epoch,
+            "digests": _plain(self.digests),
+        }
         if self.versions:
             wire["versions"] = _plain(self.versions)
         if self.requires:
@@ -303,7 +308,12 @@ class Fenced:
     deltas: Mapping[str, Delta] = EMPTY
 
     def to_wire(self) -> dict[str, Any]:
-        return {"t": "fenced", "epoch": self.epoch, "last_seq": self.last_seq, "deltas": _deltas_wire(self.deltas)}
+        return {
+            "t": "fenced",
+            "epoch": self.epoch,
+            "last_seq": self.last_seq,
+            "deltas": _deltas_wire(self.deltas),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +348,7 @@ def _deltas_wire(deltas: Mapping[str, Delta]) -> dict[str, Any]:
 
 
 # --- encoding ---------------------------------------------------------------------------------------
+
 
 def encode(envelope: Envelope) -> bytes:
     """The msgpack map of ``envelope`` (without the frame header)."""
@@ -502,7 +513,10 @@ def _uint_map(m: dict[str, Any], key: str, where: str, required: bool) -> Mappin
 
 def _names(value: Any, where: str, *, non_empty: bool) -> tuple[str, ...]:
     if type(value) is not list or (non_empty and not value):
-        _fail(where, f"expected a {'non-empty ' if non_empty else ''}array of partition names, got {_describe(value)}")
+        _fail(
+            where,
+            f"expected a {'non-empty ' if non_empty else ''}array of partition names, got {_describe(value)}",
+        )
     for i, name in enumerate(value):
         validate_partition_name(name, f"{where}[{i}]")
     if len(set(value)) != len(value):
@@ -567,7 +581,8 @@ def _d_push(m: dict[str, Any]) -> Push:
 
 def _d_missing(m: dict[str, Any]) -> Missing:
     return Missing(
-        _uint(m, "seq", "missing", 1), _names(m.get("partitions", _MISSING), "missing.partitions", non_empty=True)
+        _uint(m, "seq", "missing", 1),
+        _names(m.get("partitions", _MISSING), "missing.partitions", non_empty=True),
     )
 
 
@@ -620,7 +635,9 @@ def _reject_ext(code: int, data: bytes) -> NoReturn:
     raise ValueError(f"ext type {code} is not allowed")
 
 
-def _decode(payload: bytes | bytearray | memoryview, table: dict[str, Callable[[dict[str, Any]], Any]], side: str) -> Any:
+def _decode(
+    payload: bytes | bytearray | memoryview, table: dict[str, Callable[[dict[str, Any]], Any]], side: str
+) -> Any:
     try:
         m = msgpack.unpackb(payload, raw=False, strict_map_key=False, ext_hook=_reject_ext)
     except Exception as exc:  # msgpack raises ValueError, TypeError (unhashable key), UnicodeDecodeError, ...

@@ -204,8 +204,12 @@ def encode_frame(
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
 ) -> bytes:
     """One frame; raises ``FrameTooLarge`` if ``payload`` is longer than the cap or the header allows."""
-    if header_bytes == DEFAULT_HEADER_BYTES and byteorder == "big" and max_frame_bytes == DEFAULT_MAX_FRAME_BYTES:
+    if (
+        header_bytes == DEFAULT_HEADER_BYTES
+        and byteorder == "big"
+        and max_frame_bytes == DEFAULT_MAX_FRAME_BYTES
+    ):
         return _DEFAULT_ENCODER.encode(payload)
-    return FrameEncoder(header_bytes=header_bytes, byteorder=byteorder, max_frame_bytes=max_frame_bytes).encode(
-        payload
-    )
+    return FrameEncoder(
+        header_bytes=header_bytes, byteorder=byteorder, max_frame_bytes=max_frame_bytes
+    ).encode(payload)

@@ -132,12 +132,14 @@ class Session:
         conn = self._conn
         if conn is None or self.status is not SessionStatus.ATTACHED or conn.closing:
             return False
+        if type(body) is not bytes:
+            body = bytes(body)
         state = self.state
         if state.in_request or not state.has_changes:
-            frame = encode_frame(Push(bytes(body)), conn.max_frame_bytes)
+            frame = encode_frame(Push(body), conn.max_frame_bytes)
         else:
             deltas = state.collect()
-            frame = encode_frame(Push(bytes(body), deltas), conn.max_frame_bytes)
+            frame = encode_frame(Push(body, deltas), conn.max_frame_bytes)
             state.commit(deltas)
         conn.transport.write(frame)  # type: ignore[union-attr]
         return True
@@ -419,10 +421,10 @@ class _Connection(asyncio.Protocol):
         session.requires_ack = env.requires_ack
         state = session.state
         for name, ps in env.state.items():
-            state.load(name, ps.version, ps.data)  # type: ignore[arg-type]
+            state.load(name, ps.version, ps.data, digests[name])  # type: ignore[arg-type]
         for name in state:
             if name not in digests:
-                digests[name] = digest(state.data(name))
+                digests[name] = state.digest(name)
         self.expected_seq = env.next_seq
         self.last_seq = env.next_seq - 1
         self.discarding = False
@@ -444,11 +446,14 @@ class _Connection(asyncio.Protocol):
         self.server._see_epoch(session.sid, env.epoch)
         session.epoch = env.epoch
         state = session.state
-        versions: dict[str, int] = {}
         for name, ps in env.state.items():
-            state.load(name, ps.version, ps.data)  # type: ignore[arg-type]
-            versions[name] = ps.version
-        self.send(Restored(env.epoch, digests, versions))
+            state.load(name, ps.version, ps.data, digests[name])  # type: ignore[arg-type]
+        # Digests of everything held, not only what was restored: the proxy checks the target's whole
+        # replayed state (docs/protocol.md, "restored"); untouched partitions come from the cache.
+        for name in state:
+            if name not in digests:
+                digests[name] = state.digest(name)
+        self.send(Restored(env.epoch, digests, state.versions()))
 
     def _fence(self, env: Fence) -> None:
         session = self.session
@@ -630,7 +635,9 @@ class Server:
                 if listener is not None:
                     await listener.wait_closed()
         except TimeoutError:
-            log.error("sdk_close_timed_out", extra={"server": self.name, "close_timeout_s": self.close_timeout_s})
+            log.error(
+                "sdk_close_timed_out", extra={"server": self.name, "close_timeout_s": self.close_timeout_s}
+            )
 
     # -- bookkeeping (called by connections) ----------------------------------------------------------
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import msgpack
 
+from replay.canonical import digest
 from replay.envelope import Delta, EnvelopeError, validate_partition_name
 
 __all__ = ["MissingPartition", "Partition", "SessionFrozen", "SessionState", "StateError"]
@@ -87,7 +88,7 @@ def _unpack(packed: bytes) -> Any:
 class Partition(MutableMapping[Any, Any]):
     """One partition's data.  Behaves like a dict; changes are tracked (see the module docstring)."""
 
-    __slots__ = ("_data", "_dirty", "_snap", "_state", "name", "version")
+    __slots__ = ("_data", "_digest", "_dirty", "_snap", "_state", "name", "version")
 
     def __init__(self, state: SessionState, name: str, version: int, data: dict[Any, Any]) -> None:
         self._state = state
@@ -96,6 +97,7 @@ class Partition(MutableMapping[Any, Any]):
         self._data = data
         self._dirty: set[Any] = set()  # keys written since the last report
         self._snap: dict[Any, bytes] = {}  # mutable values read since the last report, packed
+        self._digest: int | None = None  # cached digest of the data; None once it may have changed
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -150,7 +152,9 @@ class Partition(MutableMapping[Any, Any]):
     def _write(self, key: Any) -> None:
         state = self._state
         if state._frozen is not None:
-            raise SessionFrozen(f"session state is read-only: the session was {state._frozen} on this backend")
+            raise SessionFrozen(
+                f"session state is read-only: the session was {state._frozen} on this backend"
+            )
         undo = state._undo
         if undo is not None:
             ref = (self.name, key)
@@ -158,12 +162,14 @@ class Partition(MutableMapping[Any, Any]):
                 before = self._data.get(key, _ABSENT)
                 undo[ref] = (before, False, key in self._dirty, key in self._snap)
         self._dirty.add(key)
+        self._digest = None
         state._touched.add(self.name)
 
     def _read_mutable(self, key: Any, value: Any) -> None:
         state = self._state
         if state._frozen is not None:
             return  # nothing is reported any more: no need to watch
+        self._digest = None  # the caller may change the value in place
         snap = self._snap
         packed = snap.get(key)
         had_snap = packed is not None
@@ -242,20 +248,28 @@ class SessionState:
 
     # -- SDK side ---------------------------------------------------------------------------------
 
-    def load(self, name: str, version: int, data: dict[Any, Any]) -> None:
-        """Install a partition from ``attach``/``restore``; unreported changes to it are dropped."""
+    def load(self, name: str, version: int, data: dict[Any, Any], digest_: int | None = None) -> None:
+        """Install a partition from ``attach``/``restore``; unreported changes to it are dropped.
+
+        ``digest_`` is the digest of ``data`` if the caller computed it already.
+        """
         part = self._parts.get(name)
         if part is None:
-            self._parts[name] = Partition(self, name, version, data)
-            return
-        part._data = data
-        part.version = version
-        part._dirty = set()
-        part._snap = {}
+            part = self._parts[name] = Partition(self, name, version, data)
+        else:
+            part._data = data
+            part.version = version
+            part._dirty = set()
+            part._snap = {}
+        part._digest = digest_
 
-    def data(self, name: str) -> dict[Any, Any]:
-        """The raw data dict of a held partition (for digests; do not mutate)."""
-        return self._parts[name]._data
+    def digest(self, name: str) -> int:
+        """The digest of a held partition (docs/protocol.md), cached while the partition is untouched."""
+        part = self._parts[name]
+        cached = part._digest
+        if cached is None:
+            cached = part._digest = digest(part._data)
+        return cached
 
     def begin(self) -> None:
         """A request starts: open the undo log."""
@@ -286,6 +300,7 @@ class SessionState:
             part = parts.get(name)
             if part is None:
                 continue
+            part._digest = None
             if before is _ABSENT:
                 part._data.pop(key, None)
             else:
@@ -302,7 +317,8 @@ class SessionState:
     def collect(self) -> dict[str, Delta]:
         """The deltas of every change since the last report, with versions +1; nothing is committed.
 
-        Raises ``StateError`` if a changed value cannot be encoded.
+        Written values are not checked here (encoding the envelope does that, once); ``StateError``
+        comes only from comparing a value read for in-place changes that msgpack cannot encode.
         """
         deltas: dict[str, Delta] = {}
         if not self._touched:

@@ -1,0 +1,398 @@
+"""The SDK server over real loopback sockets, driven by a scripted proxy (tests/replay/sdk/scripted_proxy.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import msgpack
+import pytest
+
+import replay.sdk.server as server_module
+from replay.canonical import digest
+from replay.envelope import (
+    Ack,
+    Attach,
+    Attached,
+    Delta,
+    Error,
+    Fence,
+    Fenced,
+    Missing,
+    PartitionState,
+    Push,
+    Release,
+    Req,
+    Res,
+    Restore,
+    Restored,
+)
+from replay.sdk import Server, Session, SessionFrozen, SessionStatus
+from tests.replay.sdk.scripted_proxy import ScriptedProxy
+
+
+def pack(obj: object) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+async def counter(session: Session, body: bytes) -> bytes | None:
+    """incr game[key]; the key is the body; b"cart:<item>" also touches the cart partition."""
+    game = session.state["game"]
+    if body.startswith(b"cart:"):
+        game["carts"] = game.get("carts", 0) + 1  # a change made before touching cart: must roll back
+        session.state["cart"].setdefault("items", []).append(body[5:].decode())
+        return b"ok"
+    if body == b"read":
+        return pack(session.state["game"].to_dict())
+    key = body.decode()
+    game[key] = game.get(key, 0) + 1
+    return pack({"key": key, "value": game[key], "seq": session.seq})
+
+
+@contextlib.asynccontextmanager
+async def serving(handler=counter, requires=("auth", "game"), **kwargs) -> AsyncIterator[Server]:
+    server = Server("s1", requires=requires, handler=handler, **kwargs)
+    await server.start("127.0.0.1", 0)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def attached(
+    server: Server, sid: str = "sess", epoch: int = 1, state=None, next_seq: int = 1
+) -> ScriptedProxy:
+    proxy = await ScriptedProxy.connect(server.address)
+    proxy.send(Attach(sid, epoch, state if state is not None else {"game": PartitionState(0, {})}, next_seq))
+    reply = await proxy.recv()
+    assert type(reply) is Attached, reply
+    return proxy
+
+
+async def test_attach_loads_state_and_replies_digests() -> None:
+    async with serving() as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        state = {
+            "auth": PartitionState(4, {"user": "ann"}),
+            "game": PartitionState(9, {"score": 3, "items": [1, 2]}),
+        }
+        proxy.send(Attach("sess", 7, state, 10))
+        reply = await proxy.recv()
+        assert reply == Attached(
+            "sess",
+            7,
+            {"auth": digest({"user": "ann"}), "game": digest({"score": 3, "items": [1, 2]})},
+            {"auth": 4, "game": 9},
+            ("auth", "game"),
+        )
+        session = server.session("sess")
+        assert session is not None and session.epoch == 7 and session.live
+        assert session.state["game"].to_dict() == {"score": 3, "items": [1, 2]}
+        proxy.send(Req(10, b"score"))
+        res = await proxy.recv()
+        assert res == Res(
+            10, pack({"key": "score", "value": 4, "seq": 10}), {"game": Delta(10, {"score": 4})}
+        )
+        await proxy.close()
+
+
+async def test_requests_are_applied_in_order_one_at_a_time() -> None:
+    running = 0
+    most = 0
+
+    async def handler(session: Session, body: bytes) -> bytes:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0)  # give any concurrent request the chance to start (none may)
+        game = session.state["game"]
+        game["n"] = game.get("n", 0) + 1
+        running -= 1
+        return str(session.seq).encode()
+
+    async with serving(handler) as server:
+        proxy = await attached(server)
+        proxy.send(*[Req(seq, b"") for seq in range(1, 31)])
+        replies = await proxy.recv_n(30)
+        assert [r.seq for r in replies] == list(range(1, 31))
+        assert [r.body for r in replies] == [str(i).encode() for i in range(1, 31)]
+        assert [r.deltas["game"] for r in replies] == [Delta(i, {"n": i}) for i in range(1, 31)]
+        assert most == 1
+        assert server.statistics().requests_total == 30
+        await proxy.close()
+
+
+async def test_read_only_and_no_reply_requests() -> None:
+    async def handler(session: Session, body: bytes) -> bytes | None:
+        session.state["game"].get("items")  # a mutable value read, not changed
+        return None if body == b"quiet" else b"r"
+
+    async with serving(handler) as server:
+        proxy = await attached(server, state={"game": PartitionState(2, {"items": [1]})})
+        proxy.send(Req(1, b"x"), Req(2, b"quiet"))
+        assert await proxy.recv_n(2) == [Res(1, b"r"), Res(2, None)]
+        await proxy.close()
+
+
+async def test_missing_then_restore_then_retry() -> None:
+    async with serving() as server:
+        proxy = await attached(server)
+        # Pipelined: 2 and 3 were sent before the proxy could see `missing` for 1.
+        proxy.send(Req(1, b"cart:apple"), Req(2, b"a"), Req(3, b"a"))
+        assert await proxy.recv() == Missing(1, ("auth", "cart"))
+        restore = {"cart": PartitionState(0, {}), "auth": PartitionState(2, {"user": "ann"})}
+        proxy.send(Restore(1, restore))
+        restored = await proxy.recv()  # nothing for 2 and 3 came before this
+        assert restored == Restored(
+            1,
+            {"cart": digest({}), "auth": digest({"user": "ann"}), "game": digest({})},
+            {"game": 0, "cart": 0, "auth": 2},
+        )
+        proxy.send(Req(1, b"cart:apple"), Req(2, b"a"), Req(3, b"a"))
+        r1, r2, r3 = await proxy.recv_n(3)
+        # The first attempt's change to game was rolled back: one version, carts == 1.
+        assert r1 == Res(1, b"ok", {"game": Delta(1, {"carts": 1}), "cart": Delta(1, {"items": ["apple"]})})
+        assert (r2.seq, r2.deltas["game"]) == (2, Delta(2, {"a": 1}))
+        assert (r3.seq, r3.deltas["game"]) == (3, Delta(3, {"a": 2}))
+        assert server.statistics().missing_total == 1
+        await proxy.close()
+
+
+async def test_fence_with_requests_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = asyncio.Event()
+    gate = asyncio.Event()
+    fence_queued = asyncio.Event()
+    applied: list[int] = []
+
+    async def handler(session: Session, body: bytes) -> bytes:
+        game = session.state["game"]
+        game["n"] = game.get("n", 0) + 1
+        applied.append(session.seq)
+        if body == b"block":
+            started.set()
+            await gate.wait()
+        return str(session.seq).encode()
+
+    original = server_module._Connection.data_received
+
+    def spy(self, data: bytes) -> None:
+        original(self, data)
+        if any(type(e) is Fence for e in self.queue):
+            fence_queued.set()
+
+    monkeypatch.setattr(server_module._Connection, "data_received", spy)
+
+    async with serving(handler) as server:
+        proxy = await attached(server)
+        session = server.session("sess")
+        proxy.send(Req(1, b"block"), Req(2, b""), Req(3, b""))
+        await started.wait()
+        proxy.send(Fence(2))
+        await fence_queued.wait()  # the fence is in while request 1 still runs
+        gate.set()
+        assert await proxy.recv() == Res(1, b"1", {"game": Delta(1, {"n": 1})})
+        assert await proxy.recv() == Fenced(2, 1, {})
+        assert applied == [1]
+        assert session.status is SessionStatus.FENCED and not session.live
+        with pytest.raises(SessionFrozen):
+            session.state["game"]["n"] = 5
+        assert session.push(b"late") is False
+        # After the fence nothing is applied; a second fence answers the same way.
+        proxy.send(Req(4, b""), Fence(2))
+        assert await proxy.recv() == Fenced(2, 1, {})
+        assert applied == [1] and session.state["game"]["n"] == 1
+        await proxy.close()
+
+
+async def test_fence_reports_unreported_changes_and_next_seq_base() -> None:
+    async with serving() as server:
+        proxy = await attached(server, next_seq=41)
+        session = server.session("sess")
+        session.state["game"]["tick"] = 1  # a change made outside any request (a game tick)
+        proxy.send(Fence(3))
+        assert await proxy.recv() == Fenced(3, 40, {"game": Delta(1, {"tick": 1})})
+        await proxy.close()
+
+
+async def test_reattach_after_fence_resumes() -> None:
+    async with serving() as server:
+        proxy = await attached(server)
+        proxy.send(Req(1, b"a"))
+        assert type(await proxy.recv()) is Res
+        proxy.send(Fence(2))
+        assert await proxy.recv() == Fenced(2, 1, {})
+        # Rolled-back migration: the source is attached again at a newer epoch, state kept.
+        proxy.send(Attach("sess", 3, {}, 2), Req(2, b"a"))
+        again = await proxy.recv()
+        assert again == Attached("sess", 3, {"game": digest({"a": 1})}, {"game": 1}, ("auth", "game"))
+        assert await proxy.recv() == Res(
+            2, pack({"key": "a", "value": 2, "seq": 2}), {"game": Delta(2, {"a": 2})}
+        )
+        await proxy.close()
+
+
+async def test_release_drops_the_session() -> None:
+    detached: list[Session] = []
+    async with serving(on_detach=detached.append) as server:
+        proxy = await attached(server)
+        session = server.session("sess")
+        proxy.send(Req(1, b"a"))
+        assert type(await proxy.recv()) is Res
+        # Req 2 arrives with the release and is dropped unanswered; nothing answers the release;
+        # req 3, after it, finds no session.
+        proxy.send(Req(2, b"a"), Release(2), Req(3, b"a"))
+        error = await proxy.recv()
+        assert error == Error("unknown_session", "req on a connection without a session", 3)
+        assert await proxy.closed() == []
+        assert detached == [session] and session.status is SessionStatus.RELEASED
+        assert server.session("sess") is None and server.sessions() == []
+        with pytest.raises(SessionFrozen):
+            session.state["game"]["a"] = 0
+
+
+async def test_stale_epochs_are_refused() -> None:
+    async with serving() as server:
+        a = await attached(server, epoch=5)
+        b = await ScriptedProxy.connect(server.address)
+        b.send(Attach("sess", 4, {}, 1))
+        error = await b.recv()
+        assert type(error) is Error and error.code == "stale_epoch"
+        assert await b.closed() == []
+        a.send(Release(5))
+        await a.close()
+        # The server remembers the epoch after the session left.
+        c = await ScriptedProxy.connect(server.address)
+        c.send(Attach("sess", 3, {}, 1))
+        assert (await c.recv()).code == "stale_epoch"
+        d = await attached(server, epoch=5)
+        d.send(Restore(4, {"game": PartitionState(1, {})}))
+        assert (await d.recv()).code == "stale_epoch"
+        assert await d.closed() == []
+        e = await attached(server, epoch=6)
+        e.send(Fence(5))
+        assert (await e.recv()).code == "stale_epoch"
+
+
+async def test_bad_input_closes_only_that_connection() -> None:
+    async with serving(max_frame_bytes=4096) as server:
+        good = await attached(server)
+        garbage = await attached(server, sid="other")
+        garbage.send_raw(b"\x00\x00\x00\x03\x93\x01\x02")  # an incomplete msgpack array
+        error = await garbage.recv()
+        assert type(error) is Error and error.code == "bad_envelope"
+        assert await garbage.closed() == []
+        big = await attached(server, sid="big")
+        big.send_raw(b"\x00\x01\x00\x00")  # announces 64 KiB: refused from the header, no body sent
+        error = await big.recv()
+        assert error.code == "frame_too_large" and "65536" in error.message
+        assert await big.closed() == []
+        unknown = await ScriptedProxy.connect(server.address)
+        unknown.send_raw(b"\x00\x00\x00\x07" + pack({"t": "res", "seq": 1})[:7])
+        assert (await unknown.recv()).code == "bad_envelope"
+        good.send(Req(1, b"a"))
+        assert (await good.recv()).seq == 1
+        assert server.statistics().protocol_errors_total == 3
+        await good.close()
+
+
+@pytest.mark.parametrize(
+    "script,code",
+    [
+        ([Req(1, b"a")], "unknown_session"),
+        ([Fence(1)], "unknown_session"),
+        ([Attach("sess", 1, {}, 5), Req(4, b"a")], "bad_seq"),
+        ([Attach("sess", 1, {}, 1), Req(2, b"a")], "bad_seq"),
+        ([Attach("sess", 1, {}, 1), Attach("other", 2, {}, 1)], "bad_state"),
+        ([Attach("sess", 1, {}, 1), Fence(2), Restore(2, {})], "bad_state"),
+        ([Attach("sess", 1, {"g": PartitionState(1, {"t": msgpack.Timestamp(1)})}, 1)], "bad_envelope"),
+    ],
+)
+async def test_protocol_violations(script, code) -> None:
+    async with serving() as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        proxy.send(*script)
+        received = await proxy.closed()
+        assert received and type(received[-1]) is Error and received[-1].code == code
+
+
+async def test_handler_failure_rolls_back_and_still_answers() -> None:
+    async def handler(session: Session, body: bytes) -> object:
+        game = session.state["game"]
+        game["n"] = game.get("n", 0) + 1
+        if body == b"boom":
+            raise RuntimeError("boom")
+        if body == b"str":
+            return "not bytes"
+        if body == b"unencodable":
+            game["bad"] = {1, 2}
+        return pack(game["n"])
+
+    errors: list[BaseException] = []
+
+    def on_error(session: Session, body: bytes, exc: BaseException) -> bytes:
+        errors.append(exc)
+        return b"error:" + body
+
+    async with serving(handler, on_error=on_error) as server:
+        proxy = await attached(server)
+        proxy.send(Req(1, b"boom"), Req(2, b"str"), Req(3, b"unencodable"), Req(4, b"ok"))
+        replies = await proxy.recv_n(4)
+        assert replies[:3] == [Res(1, b"error:boom"), Res(2, b"error:str"), Res(3, b"error:unencodable")]
+        assert replies[3] == Res(4, pack(1), {"game": Delta(1, {"n": 1})})
+        assert [type(e) for e in errors] == [RuntimeError, TypeError, server_module.EnvelopeError]
+        assert server.statistics().handler_errors_total == 3
+        await proxy.close()
+
+
+async def test_push_inside_and_outside_requests() -> None:
+    async def handler(session: Session, body: bytes) -> bytes:
+        session.state["game"]["x"] = 1
+        assert session.push(b"early")
+        return b"late"
+
+    async with serving(handler) as server:
+        proxy = await attached(server)
+        session = server.session("sess")
+        session.state["game"]["tick"] = 1
+        assert server.push("sess", b"tick")
+        assert await proxy.recv() == Push(b"tick", {"game": Delta(1, {"tick": 1})})
+        proxy.send(Req(1, b""))
+        assert await proxy.recv() == Push(b"early")  # the request's changes stay with its res
+        assert await proxy.recv() == Res(1, b"late", {"game": Delta(2, {"x": 1})})
+        assert server.push("nobody", b"x") is False
+        await proxy.close()
+
+
+async def test_ack_is_recorded() -> None:
+    async with serving() as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        proxy.send(
+            Attach("sess", 1, {"game": PartitionState(0, {})}, 1, requires_ack=True), Req(1, b"a"), Ack(1)
+        )
+        proxy.send(Req(2, b"a"))
+        await proxy.recv_n(3)
+        session = server.session("sess")
+        assert session.requires_ack and session.acked_seq == 1
+        await proxy.close()
+
+
+async def test_serve_until_cancelled_closes_connections() -> None:
+    server = Server("s1", handler=counter)
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.serve("127.0.0.1", 0, ready))
+    await ready.wait()
+    proxy = await attached(server)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await proxy.closed() == []
+    assert server.statistics().connections == 0
+
+
+def test_server_needs_a_handler_and_valid_requires() -> None:
+    with pytest.raises(ValueError):
+        Server("s", requires=("bad name",))
+    server = Server("s")
+    with pytest.raises(ValueError, match="no handler"):
+        asyncio.run(server.start())
