@@ -415,6 +415,27 @@ class Runtime:
                 yield "ferryman_server_check_failures_total", lab, s["check_failures_total"]
                 yield "ferryman_server_sent_bytes_total", lab, s["bytes_in_total"]
                 yield "ferryman_server_received_bytes_total", lab, s["bytes_out_total"]
+        if self.learner is not None:
+            yield from self._learner_samples(self.learner)
+
+    @staticmethod
+    def _learner_samples(link: Any) -> Iterator[Sample]:
+        yield "ferryman_learner_up", {}, 1 if link.proc is not None else 0
+        yield "ferryman_learner_restarts_total", {}, link.restarts_total
+        yield "ferryman_learner_snapshots_sent_total", {}, link.sent_total
+        yield "ferryman_learner_snapshots_dropped_total", {}, link.dropped_total
+        latest = link.latest
+        if "scored_connections" not in latest:
+            return  # models off, or no reply yet
+        yield "ferryman_learner_scored_connections", {}, latest["scored_connections"]
+        forecast = latest.get("forecast") or {}
+        yield "ferryman_forecast_beats_naive", {}, 1 if forecast.get("beats_naive") else 0
+        step = forecast.get("step_s") or 60.0
+        for h, point in enumerate(forecast.get("points") or (), start=1):
+            _, lo, mid, hi = point
+            for bound, value in (("lo", lo), ("mid", mid), ("hi", hi)):
+                # messages per second over the forecast step, so the unit matches the other rates
+                yield "ferryman_forecast_messages_per_second", {"horizon_steps": str(h), "bound": bound}, value / step
 
     # -- internals -------------------------------------------------------------------------------
 

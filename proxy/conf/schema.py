@@ -404,7 +404,7 @@ class MetricsSettings(_Model):
         default_factory=lambda: MetricsRetention(), description="Retention per resolution."
     )
     models: StrictBool = Field(
-        default=False,
+        default=True,
         description="Run the online models (per-connection scores, forecasts) in the learner; false stores "
         "metrics only.",
     )

@@ -74,6 +74,28 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef("ferryman_pool_eligible_servers", "gauge", "Servers that are ready and up.", ("pool",)),
     MetricDef("ferryman_pool_servers", "gauge", "Servers configured in the pool.", ("pool",)),
+    MetricDef("ferryman_learner_up", "gauge", "1 while the learner process runs.", ()),
+    MetricDef("ferryman_learner_restarts_total", "counter", "Times the learner process was restarted.", ()),
+    MetricDef("ferryman_learner_snapshots_sent_total", "counter", "Per-tick snapshots sent to the learner.", ()),
+    MetricDef(
+        "ferryman_learner_snapshots_dropped_total",
+        "counter",
+        "Per-tick snapshots dropped because the learner's pipe was full (the proxy never waits for it).",
+        (),
+    ),
+    MetricDef("ferryman_learner_scored_connections", "gauge", "Connections the models score now.", ()),
+    MetricDef(
+        "ferryman_forecast_beats_naive",
+        "gauge",
+        "1 if the selected forecaster's rolling error beats the naive forecast's.",
+        (),
+    ),
+    MetricDef(
+        "ferryman_forecast_messages_per_second",
+        "gauge",
+        "Forecast message rate for the step horizon_steps ahead: the band's lower edge, middle and upper edge.",
+        ("horizon_steps", "bound"),
+    ),
 )
 
 METRICS_BY_NAME: dict[str, MetricDef] = {m.name: m for m in METRICS}

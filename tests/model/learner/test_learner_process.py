@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import Backend, config_text, connect, roundtrip, running_proxy
 
@@ -83,4 +84,38 @@ async def test_learner_does_not_inherit_the_proxys_cpu_pinning(tmp_path) -> None
             assert os.sched_getaffinity(rt.learner.proc.pid) == set(range(os.cpu_count()))
     finally:
         os.sched_setaffinity(0, before)
+    await b.stop()
+
+
+async def test_models_score_live_connections_and_forecast(tmp_path) -> None:
+    b = await Backend("b").start()
+    text = config_text([b.address]) + f"metrics: {{db_path: '{tmp_path / 'm.sqlite3'}', models: true}}\n"
+    text = text.replace("tick_s: 0.05", "tick_s: 0.2")
+    async with running_proxy(text) as rt, aiohttp.ClientSession(rt.admin.url) as http:
+        async with asyncio.timeout(30):
+            await rt.learner.wait_reply()
+        reader, writer = await connect(rt)
+        async with asyncio.timeout(30):
+            reply: dict = {}
+            while not reply.get("scores"):
+                assert await roundtrip(reader, writer, b"ping") == b"b: ping"
+                reply = await rt.learner.wait_reply()
+        assert reply["scored_connections"] == 1
+        (score,) = reply["scores"]
+        assert score["predicted_rate"] >= 0.0 and 0.0 <= score["churn_p"] <= 1.0
+        async with http.get("/scores") as r:
+            body = await r.json()
+            assert r.status == 200, body
+            assert [s["conn_id"] for s in body["scores"]] == [score["conn_id"]]
+        async with http.get("/forecast") as r:
+            body = await r.json()
+            assert r.status == 200, body
+            assert body["forecast"]["step_s"] == 60.0
+            assert body["learner"] is not None
+        async with http.get("/metrics") as r:
+            families = {f.name: f for f in text_string_to_metric_families(await r.text())}
+        assert families["ferryman_learner_up"].samples[0].value == 1
+        assert families["ferryman_learner_scored_connections"].samples[0].value == 1
+        assert "ferryman_forecast_beats_naive" in families
+        writer.close()
     await b.stop()
