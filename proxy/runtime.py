@@ -82,6 +82,27 @@ class _Counters:
     last_reload_errors: list[str] = field(default_factory=list)
 
 
+class UsageEvents:
+    """The daily usage job's events: logged, and the latest of each kept for ``/stats``."""
+
+    def __init__(self, log: Logger) -> None:
+        self.log = log
+        self.last: dict[str, dict[str, Any]] = {}
+        self.changed = asyncio.Event()
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.log.info(event, **fields)
+        self._keep(event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.log.error(event, **fields)
+        self._keep(event, fields)
+
+    def _keep(self, event: str, fields: dict[str, Any]) -> None:
+        self.last[event] = {"ts": time.time(), **fields}
+        self.changed.set()
+
+
 class Runtime:
     def __init__(self, config: Any, *, log: Logger | None = None, config_path: str | None = None) -> None:
         self.config = config
@@ -109,6 +130,9 @@ class Runtime:
         self.admin: Any = None
         self.learner: Any = None  # proxy.learner_link.LearnerLink when metrics are on
         self._learner_task: asyncio.Task[None] | None = None
+        self._usage_task: asyncio.Task[None] | None = None
+        self._usage_stop = asyncio.Event()
+        self.usage_events = UsageEvents(self.log)
         self._ended: list[list[Any]] = []
         self.store: Any = None  # replay.store PartitionStore when the store section is on
         self._series_store: Any = None
@@ -144,6 +168,7 @@ class Runtime:
                 for pool in self.pools.values():
                     self._start_checks(pool)
                 self._start_learner()
+                self._start_usage()
                 tick = tg.create_task(self._tick_loop(), name="tick")
                 if install_signals:
                     self._install_signals(loop)
@@ -159,6 +184,7 @@ class Runtime:
                 await self._drain()
                 tick.cancel()
                 await self._stop_learner()
+                await self._stop_usage()
                 for pool in self.pools.values():
                     if pool.check_task is not None:
                         pool.check_task.cancel()
@@ -306,6 +332,7 @@ class Runtime:
                 "last_ok": self.counters.last_reload_ok,
                 "last_errors": self.counters.last_reload_errors,
             },
+            "usage": self.usage_events.last if self._usage_task is not None else None,
         }
 
     def describe_pool(self, name: str) -> dict[str, Any]:
@@ -556,6 +583,34 @@ class Runtime:
             self._learner_task.cancel()
         self.learner = None
 
+    def _start_usage(self) -> None:
+        """The daily usage job, run after every local midnight when ``usage.schedule`` is true."""
+        settings = getattr(self.config, "usage", None)
+        if settings is None or not settings.schedule or self._tg is None:
+            return
+        from datetime import UTC, datetime
+
+        from model.usage.options import UsageOptions
+        from model.usage.schedule import run_scheduled
+
+        options = UsageOptions.from_config(self.config)
+        problems = options.problems()
+        if problems:
+            self.log.error("usage_schedule_refused", problems=problems)
+            return
+        self._usage_stop = asyncio.Event()
+        job = run_scheduled(options, lambda: datetime.now(UTC), self._usage_stop, log=self.usage_events)
+        self._usage_task = self._tg.create_task(job, name="usage")
+
+    async def _stop_usage(self) -> None:
+        task, self._usage_task = self._usage_task, None
+        if task is None:
+            return
+        self._usage_stop.set()
+        task.cancel()  # a job running in its thread is told to stop at its next block
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def _drain(self) -> None:
         self.ready = False
         self.draining = True
@@ -666,6 +721,13 @@ class Runtime:
             self.config = new
             self._start_learner()
             changes.append("metrics settings updated (learner restarted)")
+        if getattr(old, "usage", None) != getattr(new, "usage", None) or (
+            new.usage is not None and old.global_.access_log != new.global_.access_log
+        ):
+            await self._stop_usage()
+            self.config = new
+            self._start_usage()
+            changes.append("usage settings updated (daily job rescheduled)")
         self.config = new
         if self.admin is not None and old.admin is not None and new.admin is not None and old.admin.bind != new.admin.bind:
             await self.admin.rebind(new.admin.bind)
