@@ -28,8 +28,9 @@ from typing import Any
 from proxy import __version__
 from proxy.conf import ConfigInvalid, load_config, parse_hostport
 from proxy.core.metrics import Sample
+from proxy.core.migrations import MigrationStats
 from proxy.core.pool import AdminState, PoolState, ServerSpec
-from proxy.logs import AccessLog, Logger
+from proxy.logs import AccessLog, Logger, iso_utc
 from proxy.net.health import run_checks
 from proxy.net.listener import Listener, describe_connection
 
@@ -50,6 +51,10 @@ class ReloadResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "errors": list(self.errors), "changes": list(self.changes)}
+
+
+def pool_settings_rate(settings: Any) -> float:
+    return float(settings.migrations_per_s)
 
 
 def server_specs(pool_settings: Any) -> list[ServerSpec]:
@@ -134,7 +139,9 @@ class Runtime:
         self._usage_stop = asyncio.Event()
         self.usage_events = UsageEvents(self.log)
         self._ended: list[list[Any]] = []
-        self.store: Any = None  # replay.store PartitionStore when the store section is on
+        self.store: Any = None  # replay.store PartitionStore: the store section's, or memory for frames
+        self.sessions: dict[str, Any] = {}  # session id -> proxy.net.frames.FramesClient holding it
+        self.migrations = MigrationStats()
         self._series_store: Any = None
         self.ended_dropped_total = 0
 
@@ -333,6 +340,8 @@ class Runtime:
                 "last_errors": self.counters.last_reload_errors,
             },
             "usage": self.usage_events.last if self._usage_task is not None else None,
+            "migrations": self.migrations.as_dict(),
+            "sessions": len(self.sessions),
         }
 
     def describe_pool(self, name: str) -> dict[str, Any]:
@@ -384,6 +393,61 @@ class Runtime:
                 break
             out.extend(listener.snapshot(now, remaining))
         return out
+
+    def find_client(self, conn_id: int) -> tuple[Listener, Any] | None:
+        for listener in self._all_listeners():
+            client = listener.connections.get(conn_id)
+            if client is not None:
+                return listener, client
+        return None
+
+    async def migrate_connection(self, conn_id: int, target: str) -> dict[str, Any]:
+        """Move a live ``frames`` connection to server ``target`` of its pool; the migration's report.
+
+        Raises ``LookupError`` (no such connection or server) or ``ValueError`` (not a frames
+        connection, or the target cannot take it).  A migration that cannot start now (rate limit,
+        connection busy) is reported as ``deferred`` with its reason, not raised.
+        """
+        found = self.find_client(conn_id)
+        if found is None:
+            raise LookupError(f"no connection {conn_id}")
+        listener, client = found
+        if listener.settings.mode != "frames":
+            raise ValueError(f"connection {conn_id} is on a {listener.settings.mode} listener; only frames connections migrate")
+        pool = client.conn.pool
+        server = pool.servers.get(target)
+        if server is None:
+            raise LookupError(f"pool {pool.name} has no server {target!r}")
+        if not server.eligible:
+            raise ValueError(f"server {target} is not ready and up (admin {server.admin.value}, health {server.health.state.value})")
+        report = {"outcome": "deferred", "conn_id": conn_id, "sid": client.sid, "target": target}
+        current = client.link.server.name if client.link is not None else None
+        reason = None
+        if client.closed:
+            reason = "closing"
+        elif current == target:
+            reason = "already_there"
+        elif client.migration is not None:
+            reason = "migrating"
+        elif not client.attached or client.restoring_from is not None or not client.progressed:
+            # Not bound yet, restoring a partition, or no reply since its last move: moving it again
+            # now could starve its requests (each move resends them), so it waits for one answer.
+            reason = "busy"
+        elif not self.migrations.allow(target, pool_settings_rate(self.pools[pool.name].settings), time.monotonic()):
+            reason = "rate_limited"
+        if reason is not None:
+            report.update(cause=reason, source=current)
+            self.migrations.deferred(report)
+            return report
+        return await client.start_migration(server)
+
+    def migration_finished(self, report: dict[str, Any], listener: str) -> None:
+        self.migrations.finished(report)
+        if self.access_log.enabled:
+            now = time.time()
+            self.access_log.add({"ts": iso_utc(now), "kind": "migration", "listener": listener, **report})
+        if report["outcome"] != "committed":
+            self.log.info("migration_not_committed", **report)
 
     def connection(self, conn_id: int) -> dict[str, Any] | None:
         for listener in self._all_listeners():
@@ -472,12 +536,19 @@ class Runtime:
     @staticmethod
     def unsupported(config: Any) -> list[str]:
         """What this build cannot serve although the file format allows it."""
-        return [
-            f"listeners.{x.name}.mode: frames mode (session-aware, live migration) is not available in this "
-            "build yet; use mode: tcp"
-            for x in config.listeners
-            if x.mode != "tcp"
-        ]
+        problems = []
+        for x in config.listeners:
+            if x.mode != "frames":
+                continue
+            if x.accept_proxy:
+                problems.append(f"listeners.{x.name}.accept_proxy: not available in frames mode yet")
+            pool = next((p for p in config.pools if p.name == x.pool), None)
+            if pool is not None and pool.dialect != "envelope":
+                problems.append(
+                    f"pools.{pool.name}.dialect: the plain dialect is not available in this build yet; "
+                    "use dialect: envelope (backends built on replay.sdk)"
+                )
+        return problems
 
     async def _bind_all(self) -> None:
         problems = self.unsupported(self.config)
@@ -547,7 +618,11 @@ class Runtime:
                     self.retired_listeners.discard(listener)
             self.access_log.flush()
             if self.store is not None:
-                self.store.expire(time.time())
+                now = time.time()
+                touch = self.store.touch
+                for sid in self.sessions:
+                    touch(sid, now)  # a live session never expires
+                self.store.expire(now)
                 self.store.commit()  # group commit, once per tick
             if self.learner is not None:
                 from proxy.learner_link import build_snapshot
@@ -556,9 +631,14 @@ class Runtime:
 
     def _open_store(self) -> None:
         settings = getattr(self.config, "store", None)
-        if settings is None:
-            return
         from replay.store import DurableStore, MemoryStore
+
+        if settings is None:
+            if any(x.mode == "frames" for x in self.config.listeners):
+                # Session state needs a home even without a store section: memory, lost on restart.
+                self.store = MemoryStore(ttl_s=3600.0)
+                self.log.info("store_opened", kind="memory", sessions=0)
+            return
 
         if settings.kind == "memory":
             self.store = MemoryStore(ttl_s=settings.ttl_s)

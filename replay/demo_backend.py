@@ -7,7 +7,8 @@ project rely on its client ops, so they are a contract.  Client frames and repli
 ===========================================  =====================================================
 request                                      reply
 ===========================================  =====================================================
-``{"op":"hello","sid":S}``                   ``{"ok":true,"sid":S,"server":NAME}``
+``{"op":"hello","sid":S}``                   ``{"ok":true,"sid":S,"server":NAME}`` (plus ``"token"``
+                                             when the proxy issued the id)
 ``{"op":"login","user":U}``                  ``{"ok":true,"server":NAME}``; partition ``auth`` becomes
                                              ``{"user":U}``
 ``{"op":"incr","key":K,"seq":N}``            ``{"key":K,"value":V,"seq":N,"server":NAME}``;
@@ -71,7 +72,10 @@ def build_server(name: str, requires: Sequence[str] = ()) -> Server:
             game[key] = value
             return reply({"key": key, "value": value, "seq": msg.get("seq")})
         if op == "hello":
-            return reply({"ok": True, "sid": msg.get("sid", session.sid)})
+            hello = {"ok": True, "sid": msg.get("sid", session.sid)}
+            if session.token is not None:
+                hello["token"] = session.token  # a fresh id's token, issued by the proxy
+            return reply(hello)
         if op == "login":
             session.state["auth"] = {"user": msg.get("user")}
             return reply({"ok": True})

@@ -160,6 +160,7 @@ class Attach:
     state: Mapping[str, PartitionState]
     next_seq: int = 1
     requires_ack: bool = False
+    token: str | None = None  # the session's token when the proxy issued the id (replay.tokens)
 
     def to_wire(self) -> dict[str, Any]:
         wire = {
@@ -171,6 +172,8 @@ class Attach:
         }
         if self.requires_ack:
             wire["requires_ack"] = True
+        if self.token is not None:
+            wire["token"] = self.token
         return wire
 
 
@@ -528,12 +531,16 @@ def _d_attach(m: dict[str, Any]) -> Attach:
     requires_ack = m.get("requires_ack", False)
     if type(requires_ack) is not bool:
         _fail("attach.requires_ack", f"expected a bool, got {_describe(requires_ack)}")
+    token = m.get("token")
+    if token is not None and (type(token) is not str or not 0 < len(token) <= 128):
+        _fail("attach.token", f"expected a str of 1 to 128 characters, got {_describe(token)}")
     return Attach(
         validate_sid(m.get("sid", _MISSING), "attach.sid"),
         _uint(m, "epoch", "attach"),
         _state(m, "state", "attach"),
         _uint(m, "next_seq", "attach", 1),
         requires_ack,
+        token,
     )
 
 

@@ -65,6 +65,8 @@ from replay.envelope import (
 )
 from replay.store.base import PartitionState, PartitionStore
 
+EMPTY_PARTITION = PartitionState(0, {})
+
 
 class Phase(enum.Enum):
     CONNECTING = "connecting"
@@ -156,10 +158,17 @@ class UnknownOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """Flip the route: from now on the target is the connection's backend, at ``epoch``."""
+    """Flip the route: from now on the target is the connection's backend, at ``epoch``.
+
+    ``next_seq`` is the seq the target must see next.  Requests forwarded to the source after the
+    pre-copy ``attach`` (the source kept serving) moved it past that ``attach``'s ``next_seq``; when
+    they differ the shell re-attaches the target (same epoch, no state) with this value before it
+    sends anything else.
+    """
 
     server: str
     epoch: int
+    next_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +264,8 @@ class Migration:
         self.precopy_versions: dict[str, int] = {}
         self.expected: dict[str, int] = {}  # partition -> digest the target must report
         self.source_fenced = False
+        self.fenced_last_seq = 0
+        self.seen_next_seq = next_seq  # one above the highest seq forwarded so far
         self.source_alive = True
         self.unapplied: list[tuple[int, bytes]] = []
         self.pending_rollback: str | None = None  # target failed while the fence was outstanding
@@ -296,24 +307,26 @@ class Migration:
     # -- internals -------------------------------------------------------------------------------
 
     def _partitions(self, requires: Sequence[str]) -> dict[str, PartitionState]:
+        """``requires ∩ present`` as the store has them, plus every other required partition as an
+        empty version 0 (docs/protocol.md): a backend then never has to ask for a partition it needs
+        that the session does not have yet, which saves a ``missing`` round trip per new session."""
         present = self.store.get_partition_list(self.sid)
         self.report.partitions_present = len(present)
         out = {}
-        for name in present:
-            if name in requires:
-                state = self.store.get_partition_data(self.sid, name)
-                if state is not None:
-                    out[name] = state
+        for name in requires:
+            state = self.store.get_partition_data(self.sid, name) if name in present else None
+            out[name] = state if state is not None else EMPTY_PARTITION
         return out
 
-    def _attach(self, requires: Sequence[str], epoch: int, *, precopy: bool) -> Attach:
+    def _attach(self, requires: Sequence[str], epoch: int, *, precopy: bool, next_seq: int | None = None) -> Attach:
         state = self._partitions(requires)
         for name, part in state.items():
             self.expected[name] = part.digest
             if precopy:
                 self.precopy_versions[name] = part.version
-                self.report.precopy_bytes[name] = len(canonical_packb(part.data))
-        return Attach(sid=self.sid, epoch=epoch, state=state, next_seq=self.next_seq)
+                if part.version:
+                    self.report.precopy_bytes[name] = len(canonical_packb(part.data))
+        return Attach(sid=self.sid, epoch=epoch, state=state, next_seq=self.next_seq if next_seq is None else next_seq)
 
     def _digests_ok(self, digests: Mapping[str, int]) -> bool:
         return all(digests.get(name) == digest for name, digest in self.expected.items())
@@ -347,6 +360,8 @@ class Migration:
         kind = type(env)
         if kind is Res:
             self.inflight.pop(env.seq, None)
+            if env.seq >= self.seen_next_seq:
+                self.seen_next_seq = env.seq + 1  # answered here: the target's next seq is past it
             if env.deltas:
                 self._apply_deltas(env.deltas)
             return [] if env.body is None else [DeliverToClient(env.body)]
@@ -356,6 +371,7 @@ class Migration:
             return [DeliverToClient(env.body)]
         if kind is Fenced and self.phase is Phase.FENCING:
             self.source_fenced = True
+            self.fenced_last_seq = env.last_seq
             if env.deltas:
                 self._apply_deltas(env.deltas)
             self.unapplied = [(seq, body) for seq, body in sorted(self.inflight.items()) if seq > env.last_seq]
@@ -377,7 +393,7 @@ class Migration:
                 changed[name] = state
                 self.expected[name] = state.digest
                 self.report.replay_bytes[name] = len(canonical_packb(state.data))
-        self.report.partitions_replayed = len(set(self.precopy_versions) | set(changed))
+        self.report.partitions_replayed = len({n for n, v in self.precopy_versions.items() if v} | set(changed))
         if not changed:
             return self._commit(now_s)
         self.phase = Phase.RESTORING
@@ -388,7 +404,12 @@ class Migration:
         self.report.resumed_s = now_s
         if self.report.paused_s is None:
             self.report.paused_s = now_s
-        actions: list[Any] = [Commit(self.target, self.new_epoch)]
+        if self.unapplied:
+            next_seq = self.unapplied[0][0]
+        else:
+            # Everything forwarded was applied by the source (or reported as of unknown outcome).
+            next_seq = max(self.seen_next_seq, self.fenced_last_seq + 1, max(self.inflight, default=0) + 1)
+        actions: list[Any] = [Commit(self.target, self.new_epoch, next_seq)]
         for seq, body in self.unapplied:
             actions.append(SendTarget(Req(seq=seq, body=body)))
             self.report.resent_requests += 1
@@ -419,7 +440,9 @@ class Migration:
             # The fenced source applies nothing more on this epoch: bind it again above the target's
             # epoch with the store's copy (equal to its own: every delta was applied above), then give
             # it back the requests it never applied.
-            reattach = self._attach(self.source_requires, self.new_epoch + 1, precopy=False)
+            reattach = self._attach(
+                self.source_requires, self.new_epoch + 1, precopy=False, next_seq=self.fenced_last_seq + 1
+            )
             actions.append(SendSource(reattach))
             for seq, body in self.unapplied:
                 actions.append(SendSource(Req(seq=seq, body=body)))
@@ -449,6 +472,7 @@ class Migration:
             self.report.paused_s = now_s
             actions.append(PauseClient())
         resend = []
+        self.seen_next_seq = max(self.seen_next_seq, max(self.inflight, default=0) + 1)
         for seq, body in sorted(self.inflight.items()):
             if self.idempotent(body):
                 resend.append((seq, body))
@@ -463,7 +487,7 @@ class Migration:
                 changed[name] = state
                 self.expected[name] = state.digest
                 self.report.replay_bytes[name] = len(canonical_packb(state.data))
-        self.report.partitions_replayed = len(set(self.precopy_versions) | set(changed))
+        self.report.partitions_replayed = len({n for n, v in self.precopy_versions.items() if v} | set(changed))
         if changed:
             self.phase = Phase.RESTORING
             actions.append(SendTarget(Restore(epoch=self.new_epoch, state=changed)))

@@ -145,8 +145,12 @@ async def test_demo_runs_and_stops(tmp_path) -> None:
     assert "replies per backend" in out
 
 
-async def test_run_refuses_frames_mode_until_it_exists(tmp_path) -> None:
+async def test_run_refuses_what_frames_mode_cannot_do_yet(tmp_path) -> None:
     path = tmp_path / "ferryman.yaml"
-    path.write_text(config_text(["127.0.0.1:9"]).replace("mode: tcp", "mode: frames"))
+    text = config_text(["127.0.0.1:9"]).replace("mode: tcp", "mode: frames")
+    path.write_text(text.replace("    servers:", "    dialect: plain\n    servers:"))
     code, _, err = await ferryman("run", "-c", str(path))
-    assert code == 1 and "frames mode" in err
+    assert code == 1 and "plain dialect" in err
+    path.write_text(text.replace("pool: game}", "pool: game, accept_proxy: true}"))
+    code, _, err = await ferryman("run", "-c", str(path))
+    assert code == 1 and "accept_proxy" in err

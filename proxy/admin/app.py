@@ -241,6 +241,9 @@ async def put_session_partition(request: web.Request) -> web.Response:
     from replay.store import InvalidData, InvalidName, StoreLimitExceeded
 
     sid, name = request.match_info["sid"], request.match_info["name"]
+    if sid in request.app[RUNTIME].sessions:
+        # The backend holding the session owns its changes now; a write here would fork its versions.
+        return error(409, "conflict", f"session {sid!r} is live on a connection; write it when it is not")
     try:
         version = store.set_partition_data(sid, name, data)
     except (InvalidName, InvalidData) as exc:
@@ -250,6 +253,32 @@ async def put_session_partition(request: web.Request) -> web.Response:
     store.commit()
     request.app[RUNTIME].log.info("partition_set", partition=name, version=version)
     return json_response({"sid": sid, "partition": name, "version": version})
+
+
+async def migrate(request: web.Request) -> web.Response:
+    denied = _authorised(request)
+    if denied is not None:
+        return denied
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    target = body.get("target")
+    if not isinstance(target, str) or not target or set(body) - {"target"}:
+        return error(400, "bad_request", 'expected {"target": "<server name>"}')
+    raw = request.match_info["conn_id"]
+    if not raw.isdigit():
+        return error(400, "bad_request", "connection id must be a positive integer")
+    runtime = request.app[RUNTIME]
+    try:
+        report = await runtime.migrate_connection(int(raw), target)
+    except LookupError as exc:
+        return error(404, "not_found", str(exc).strip("'\""))
+    except ValueError as exc:
+        return error(409, "conflict", str(exc))
+    status = {"committed": 200, "deferred": 429 if report.get("cause") == "rate_limited" else 409}.get(
+        report["outcome"], 502
+    )
+    return json_response(report, status=status)
 
 
 async def server_state(request: web.Request) -> web.Response:
@@ -304,6 +333,7 @@ def build_app(runtime: Runtime) -> web.Application:
     r.add_post("/backends/{pool}/{server}/state", server_state)
     r.add_get("/connections", connections)
     r.add_get("/connections/{conn_id}", connection)
+    r.add_post("/connections/{conn_id}/migrate", migrate)
     r.add_get("/sessions/{sid}/partitions", session_partitions)
     r.add_get("/sessions/{sid}/partitions/{name}", session_partition)
     r.add_put("/sessions/{sid}/partitions/{name}", put_session_partition)

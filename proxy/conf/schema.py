@@ -259,6 +259,36 @@ class Listener(_Model):
         default=600.0,
         description="Close a connection with no bytes in either direction for this long; 0 disables.",
     )
+    frame_header_bytes: Literal[1, 2, 4, 8] = Field(
+        default=4, description="frames mode: size of the length prefix of every client frame."
+    )
+    frame_byteorder: Literal["big", "little"] = Field(
+        default="big", description="frames mode: byte order of the length prefix."
+    )
+    max_frame_bytes: StrictInt = Field(
+        default=1 << 20,
+        ge=1,
+        description="frames mode: a client frame longer than this closes the connection (frame_too_large).",
+    )
+    session_field: Name = Field(
+        default="sid",
+        description="frames mode: field of the first client frame (a msgpack map) that holds the session id; "
+        "a client without one gets a fresh id.",
+    )
+    session_secret: Text | None = Field(
+        default=None,
+        description="frames mode: HMAC key of session tokens; when set, a client naming a session must send "
+        "its token in session_token_field (forgeries are refused).",
+    )
+    session_token_field: Name = Field(
+        default="token", description="frames mode: field of the first client frame that holds the session token."
+    )
+    max_buffered_bytes: StrictInt = Field(
+        default=256 * 1024,
+        ge=1,
+        description="frames mode: client bytes held while a connection waits for its backend or a migration; "
+        "past this, reading from the client pauses.",
+    )
 
 
 class HealthCheck(_Model):
@@ -350,6 +380,20 @@ class Pool(_Model):
     )
     health_check: HealthCheck = Field(
         default_factory=lambda: HealthCheck(), description="Active health checks."
+    )
+    migration_timeout_s: Seconds = Field(
+        default=5.0, description="frames mode: a migration phase that takes longer than this rolls back."
+    )
+    migrations_per_s: Annotated[float, Strict()] = Field(
+        default=1000.0,
+        gt=0,
+        description="frames mode: migrations started towards one server per second at most (token bucket, "
+        "burst of one second's worth); more are deferred.",
+    )
+    idempotent: Partitions = Field(
+        default=(),
+        description="frames mode: values of the client frames' 'op' field that are safe to resend when a "
+        "backend died before answering (others get an unknown_outcome error frame).",
     )
     servers: tuple[Server, ...] = Field(min_length=1, description="The pool's servers; at least one.")
 
@@ -504,6 +548,9 @@ class Config(_Model):
         data = self.model_dump(mode="json", by_alias=True)
         if data.get("admin") and data["admin"].get("token") is not None:
             data["admin"]["token"] = "***"
+        for listener in data.get("listeners") or ():
+            if listener.get("session_secret") is not None:
+                listener["session_secret"] = "***"
         return data
 
 

@@ -158,6 +158,7 @@ class Connection:
         "connect_timeout_s",
         "detail",
         "id",
+        "key",
         "local_ip",
         "local_port",
         "pool",
@@ -193,6 +194,7 @@ class Connection:
         self.state = ConnState.AWAITING_HEADER
         self.server: ServerState | None = None
         self.tried: set[str] = set()
+        self.key: int | None = None  # placement key when not the client's IP (frames: the session id's hash)
         self.client_eof = False
         self.server_eof = False
         self.status: str | None = None
@@ -274,7 +276,8 @@ class Connection:
     # -- internals -------------------------------------------------------------------------------
 
     def placement_key(self) -> int:
-        return key_hash(self.client_ip)
+        key = self.key
+        return key_hash(self.client_ip) if key is None else key
 
     def _connect_next(self) -> list[Action]:
         if self.attempts_left <= 0:

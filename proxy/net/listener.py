@@ -57,8 +57,14 @@ class Listener:
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        if self.settings.mode == "frames":
+            from proxy.net.frames import FramesClient
+
+            factory: Any = lambda: FramesClient(self)  # noqa: E731
+        else:
+            factory = lambda: ClientSide(self)  # noqa: E731
         self.server = await loop.create_server(
-            lambda: ClientSide(self),
+            factory,
             host,
             port,
             backlog=self.settings.backlog,
@@ -114,6 +120,8 @@ class Listener:
         self.connections[conn.id] = client
         high, low = self.water_marks
         transport.set_write_buffer_limits(high, low)
+        if settings.mode == "frames":
+            return  # the first frame names the session; placement waits for it
         if settings.accept_proxy:
             client.header_timer = asyncio.get_running_loop().call_later(
                 settings.proxy_header_timeout_s,
@@ -137,22 +145,23 @@ class Listener:
         runtime.connection_ended(self.name, conn, now, action.status, bytes_in, bytes_out)
         if runtime.access_log.enabled:
             server = conn.server
+            sid = getattr(client, "sid", None)
             runtime.access_log.add(
                 {
                     "ts": iso_utc(now),
                     "start": iso_utc(conn.started_s),
-                    "kind": "conn",
+                    "kind": "conn" if sid is None else "frames",
                     "conn_id": conn.id,
                     "listener": self.name,
                     "pool": conn.pool.name,
                     "server": None if server is None else server.name,
                     "client_ip": conn.client_ip,
                     "client_port": conn.client_port,
-                    "session": None,
+                    "session": sid,
                     "client_id": None,
                     "resource": self.name,
                     "status": action.status,
-                    "count": 1,
+                    "count": 1 if sid is None else client.frames_in,
                     "bytes_in": bytes_in,
                     "bytes_out": bytes_out,
                     "duration_s": round(now - conn.started_s, 6),
@@ -214,7 +223,7 @@ class Listener:
 def describe_connection(listener: str, client: ClientSide, now_s: float) -> dict[str, Any]:
     conn = client.conn
     server = conn.server
-    return {
+    out = {
         "id": conn.id,
         "listener": listener,
         "pool": conn.pool.name,
@@ -228,4 +237,8 @@ def describe_connection(listener: str, client: ClientSide, now_s: float) -> dict
         "client_eof": conn.client_eof,
         "server_eof": conn.server_eof,
     }
+    describe = getattr(client, "describe", None)
+    if describe is not None:
+        out.update(describe())
+    return out
 

@@ -104,7 +104,18 @@ class Session:
     ``status`` leaving ``ATTACHED`` except to read it.
     """
 
-    __slots__ = ("_conn", "acked_seq", "epoch", "requires_ack", "seq", "server", "sid", "state", "status")
+    __slots__ = (
+        "_conn",
+        "acked_seq",
+        "epoch",
+        "requires_ack",
+        "seq",
+        "server",
+        "sid",
+        "state",
+        "status",
+        "token",
+    )
 
     def __init__(self, server: Server, conn: _Connection, sid: str, epoch: int) -> None:
         self.server = server
@@ -115,6 +126,7 @@ class Session:
         self.seq = 0
         self.acked_seq = 0
         self.requires_ack = False
+        self.token: str | None = None  # set when the proxy issued the session id (docs/protocol.md)
         self._conn: _Connection | None = conn
 
     @property
@@ -419,6 +431,8 @@ class _Connection(asyncio.Protocol):
             session.state.thaw()
         server._see_epoch(env.sid, env.epoch)
         session.requires_ack = env.requires_ack
+        if env.token is not None:
+            session.token = env.token
         state = session.state
         for name, ps in env.state.items():
             state.load(name, ps.version, ps.data, digests[name])  # type: ignore[arg-type]

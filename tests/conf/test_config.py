@@ -176,11 +176,13 @@ def test_schema_describes_every_field_under_its_file_name() -> None:
     assert list(schema["properties"]) == ["global", "listeners", "pools", "admin", "metrics", "usage", "store"]
     assert set(schema["$defs"]["Listener"]["properties"]) == {
         "name", "bind", "mode", "pool", "max_connections", "backlog", "accept_proxy",
-        "proxy_header_timeout_s", "idle_timeout_s",
+        "proxy_header_timeout_s", "idle_timeout_s", "frame_header_bytes", "frame_byteorder", "max_frame_bytes",
+        "session_field", "session_secret", "session_token_field", "max_buffered_bytes",
     }  # fmt: skip
     assert set(schema["$defs"]["Pool"]["properties"]) == {
         "name", "balance", "hash_key", "hash_balance_factor", "dialect", "requires", "connect_timeout_s",
-        "connect_retries", "send_proxy", "health_check", "servers",
+        "connect_retries", "send_proxy", "health_check", "migration_timeout_s", "migrations_per_s", "idempotent",
+        "servers",
     }  # fmt: skip
     assert schema["$defs"]["Pool"]["additionalProperties"] is False
     undescribed = [

@@ -108,7 +108,7 @@ def test_happy_path_replays_only_what_changed_and_resends_unapplied() -> None:
     assert set(restore.envelope.state) == {"game"}  # only the partition that moved since the pre-copy
     assert restore.envelope.state["game"].data == {"score": 4}
     out = m.handle(FromTarget(Restored(epoch=5, digests=digests(m.store, ["auth", "game"]))), 100.04)
-    assert out[0] == Commit("s2", 5)
+    assert out[0] == Commit("s2", 5, 10)
     assert of(out, SendTarget) == [SendTarget(Req(seq=10, body=b"req10"))]
     assert ResumeClient() in out and SendSource(Release(epoch=5)) in out and CloseSource() in out
     f = finished(out)
@@ -123,7 +123,31 @@ def test_nothing_changed_commits_without_restore() -> None:
     m = make()
     to_fencing(m)
     out = m.handle(FromSource(Fenced(epoch=5, last_seq=10, deltas={})), 101.0)
-    assert out[0] == Commit("s2", 5) and not of(out, SendTarget)
+    assert out[0] == Commit("s2", 5, 11) and not of(out, SendTarget)
+
+
+def test_requests_the_source_applied_after_the_precopy_move_the_targets_next_seq() -> None:
+    inflight: dict[int, bytes] = {}
+    m = make(inflight=inflight)
+    to_fencing(m)  # the pre-copy attach said next_seq 11
+    inflight.update({11: b"a", 12: b"b"})  # forwarded to the source while the target was attaching
+    assert m.handle(FromSource(Res(seq=11, body=b"ra")), 100.02) == [DeliverToClient(b"ra")]
+    assert m.handle(FromSource(Res(seq=12, body=b"rb")), 100.02) == [DeliverToClient(b"rb")]
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=12, deltas={})), 100.03)
+    assert out[0] == Commit("s2", 5, 13)  # the shell re-attaches the target at 13
+
+
+def test_a_rolled_back_source_is_reattached_after_its_last_applied_seq() -> None:
+    inflight = {11: b"a", 12: b"b"}
+    m = make(inflight=inflight)
+    to_fencing(m)
+    m.handle(FromSource(Res(seq=11, body=b"ra")), 100.02)
+    m.handle(TargetFailed("reset"), 100.025)
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=11, deltas={})), 100.03)
+    [reattach, resend] = of(out, SendSource)
+    assert reattach.envelope.epoch == 6 and reattach.envelope.next_seq == 12
+    assert resend == SendSource(Req(seq=12, body=b"b"))
+    assert finished(out).outcome == "rolled_back"
 
 
 def test_final_deltas_from_fenced_are_applied_and_replayed() -> None:
@@ -217,7 +241,7 @@ def test_source_dies_at_each_phase_rebuilds_on_target_with_unknown_outcomes(when
         assert of(out, Commit) and finished(out).outcome == "committed"
         return
     assert of(out, UnknownOutcome) == [UnknownOutcome(10)]  # never a blind replay of a write
-    assert of(out, Commit) == [Commit("s2", 5)]
+    assert of(out, Commit) == [Commit("s2", 5, 11)]
     assert of(out, SendTarget) == [SendTarget(Req(seq=11, body=b"get"))]  # idempotent: resent
     assert not of(out, SendSource)
     f = finished(out)
@@ -264,3 +288,14 @@ def test_timeout_before_fence_rolls_back() -> None:
     m.handle(TargetConnected(), 1.0)
     out = m.handle(PhaseTimeout(), 10.0)
     assert finished(out).outcome == "rolled_back" and "attaching" in finished(out).cause
+
+
+def test_a_source_lost_while_fencing_after_answering_new_requests_gives_the_target_the_right_next_seq() -> None:
+    inflight: dict[int, bytes] = {}
+    m = make(inflight=inflight)
+    to_fencing(m)  # pre-copy attach said next_seq 11
+    inflight.update({11: b"a", 12: b"b"})
+    m.handle(FromSource(Res(seq=11, body=b"ra")), 100.02)
+    m.handle(FromSource(Res(seq=12, body=b"rb")), 100.02)
+    out = m.handle(SourceFailed("reset"), 100.03)  # the fence is never answered
+    assert of(out, Commit) == [Commit("s2", 5, 13)] and not of(out, UnknownOutcome)
