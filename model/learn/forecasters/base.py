@@ -148,6 +148,14 @@ class ErrorTracker:
     def scored(self, horizon: int) -> int:
         return int(self._counts[min(horizon, self.max_horizon) - 1])
 
+    def rolling_maes(self) -> np.ndarray:
+        """The rolling MAE of every horizon 1..max_horizon (a copy; nan where none is scored yet)."""
+        return self._mae.copy()
+
+    def scored_counts(self) -> np.ndarray:
+        """How many forecasts of every horizon 1..max_horizon have been scored (a copy)."""
+        return self._counts.copy()
+
     def quantiles(self, coverage: float) -> np.ndarray:
         """``(max_horizon, 2)`` residual quantiles (lo, hi) for a central ``coverage``; 0 with no data."""
         tail = (1.0 - coverage) / 2.0
@@ -271,6 +279,14 @@ class BaseForecaster(abc.ABC):
 
     def scored(self, horizon: int) -> int:
         return self._tracker.scored(horizon)
+
+    def rolling_maes(self) -> np.ndarray:
+        """``rolling_mae(h)`` for every tracked horizon at once, as an array of ``max_horizon``."""
+        return self._tracker.rolling_maes()
+
+    def scored_counts(self) -> np.ndarray:
+        """``scored(h)`` for every tracked horizon at once, as an array of ``max_horizon``."""
+        return self._tracker.scored_counts()
 
     def reset(self) -> None:
         """Forget everything learned, errors included (after a long gap the state describes another time)."""

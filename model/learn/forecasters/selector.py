@@ -8,7 +8,8 @@ the selector serves the child with the lowest such MAE among those with at least
 scored forecasts at h; before that, and on ties, the earliest child in the list wins, which is the
 naive forecaster by construction.  Different horizons may be served by different children (on the
 Twitter trace the naive forecast is best one minute ahead and the analog forecaster five minutes
-ahead).
+ahead).  A ``Combination`` child (a weighted mean of other children) is one more candidate, listed
+after its members so that they have learned the step when it combines their forecasts.
 
 ``beats_naive(h)`` says whether the served child's rolling MAE is lower than the naive forecaster's
 by at least ``beat_margin`` (relative).  When it is not, the scaler falls back to reactive rules: a
@@ -20,9 +21,10 @@ measured on the output, switches included.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from model.learn.forecasters.base import BaseForecaster, Costs, _json_float
 
@@ -47,9 +49,13 @@ class Selector(BaseForecaster):
         if naive_name not in names:
             raise ValueError(f"the selector needs the {naive_name!r} baseline among its forecasters")
         super().__init__(**kwargs)
-        for c in children:
+        for i, c in enumerate(children):
             if c.max_horizon != self.max_horizon:
                 raise ValueError("all forecasters must track the same max_horizon as the selector")
+            # A combination reads its members' forecasts, so they must have learned the step first.
+            for m in getattr(c, "members", ()):
+                if not any(m is earlier for earlier in children[:i]):
+                    raise ValueError(f"{c.name!r} must come after its members among the forecasters")
         self.children = list(children)
         self.naive = self.children[names.index(naive_name)]
         self.min_scored = min_scored
@@ -73,17 +79,17 @@ class Selector(BaseForecaster):
     def _learn(self, y: float) -> None:
         for c in self.children:
             c.learn_one(y, imputed=self._imputing)
-        self._chosen = [self._best(h) for h in range(1, self.max_horizon + 1)]
-
-    def _best(self, h: int) -> BaseForecaster:
-        best, best_mae = self.naive, math.inf
-        for c in self.children:
-            if c.scored(h) < self.min_scored:
-                continue
-            mae = c.rolling_mae(h)
-            if mae < best_mae:
-                best, best_mae = c, mae
-        return best
+        # Per horizon the lowest rolling MAE among children scored at least min_scored times there;
+        # argmin takes the first of equal ones (the earlier child), and naive serves where none qualifies.
+        mae = np.array([c.rolling_maes() for c in self.children])  # (children, max_horizon)
+        counts = np.array([c.scored_counts() for c in self.children])
+        key = np.where((counts >= self.min_scored) & np.isfinite(mae), mae, np.inf)
+        best = np.argmin(key, axis=0)
+        qualified = np.isfinite(key.min(axis=0))
+        children = self.children
+        self._chosen = [
+            children[i] if ok else self.naive for i, ok in zip(best.tolist(), qualified.tolist(), strict=True)
+        ]
 
     def _predict(self, horizon: int) -> list[float]:
         out = [self._chosen[h].forecast(h + 1)[h] for h in range(min(horizon, self.max_horizon))]

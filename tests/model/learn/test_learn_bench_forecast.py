@@ -56,8 +56,10 @@ def test_a_tiny_run_on_a_fake_trace_writes_json_and_markdown(tmp_path) -> None:
         "seasonal_naive",
         "exp_smoothing",
         "holt_winters",
+        "profile_smoothing",
         "snarimax",
         "analog",
+        "combination",
         "selected",
     }
     assert run["models"]["naive"]["mae_vs_naive"]["5"] == 1.0

@@ -16,6 +16,7 @@ from model.learn.forecasters import (
     Forecaster,
     HoltWinters,
     Naive,
+    ProfileSmoothing,
     SeasonalNaive,
     Selector,
     Snarimax,
@@ -42,12 +43,13 @@ def small(name: str) -> BaseForecaster:
             name="exp_smoothing", alpha=0.3, beta=None, gamma=None, **common
         ),
         "holt_winters": lambda: HoltWinters(season_steps=SEASON, **common),
+        "profile_smoothing": lambda: ProfileSmoothing(SEASON, window_steps=2, **common),
         "snarimax": lambda: Snarimax(p=4, d=1, season_steps=SEASON, **common),
         "analog": lambda: Analog(pattern_steps=3, baseline_steps=12, memory=80, neighbours=5, **common),
     }[name]()
 
 
-ALL = ["naive", "seasonal_naive", "exp_smoothing", "holt_winters", "snarimax", "analog"]
+ALL = ["naive", "seasonal_naive", "exp_smoothing", "holt_winters", "profile_smoothing", "snarimax", "analog"]
 
 
 def feed(f: BaseForecaster, ys: list[float]) -> None:
@@ -208,7 +210,7 @@ def test_default_forecasters_follow_the_protocol_and_are_deterministic() -> None
         b.learn_one(y)
         assert a.forecast_band(H) == b.forecast_band(H)
     assert a.statistics() == b.statistics()
-    assert [c.name for c in default_forecasters(SEASON)] == ALL
+    assert [c.name for c in default_forecasters(SEASON)] == [*ALL, "combination"]
 
 
 # -- selection ------------------------------------------------------------------------------------
