@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("demo-backend", help="run a demo backend server")
+    p = sub.add_parser("demo-backend", help="run the demo game server (envelope dialect)")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--host", default="127.0.0.1")
@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_backend(args: argparse.Namespace) -> int:
-    from proxy.demo import run_backend
+    from replay.demo_backend import run_backend
 
     requires = tuple(p for p in args.requires.split(",") if p)
     return run_backend(args.host, args.port, args.name, requires)

@@ -1,9 +1,11 @@
-"""``ferryman demo``: the proxy, a few demo backends and a little load, all on loopback.
+"""``ferryman demo``: the proxy, a few demo game servers and a little load, all on loopback.
 
-The demo backends run as separate processes (``ferryman demo-backend``).  Each simulated client
-connects from its own loopback address (127.0.0.2, 127.0.0.3, ...) so that placement by client IP
-spreads them over the backends the way real clients would spread; the summary shows where each
-landed.  Ctrl-C stops the load, drains the proxy and stops the backends.
+The demo game servers run as separate processes (``ferryman demo-backend``, the envelope-dialect
+server of ``replay.demo_backend``), each declaring the session-state partitions it needs.  Each
+simulated player opens a session (``hello``), logs in, and keeps incrementing a counter and filling a
+cart; placement hashes the session id.  Every few seconds the demo moves a live connection to another
+server and prints what the migration replayed and how long the player was paused.  Ctrl-C stops the
+load, drains the proxy and stops the servers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import socket
 import sys
 import time
 from collections import Counter
+from typing import Any
+
+import msgpack
 
 from proxy.conf import load_config_text
 from proxy.logs import Logger
@@ -23,12 +28,14 @@ from proxy.serve import loop_factory
 
 BANNER = """\
 ferryman demo is running on loopback
-  proxy      {proxy}   (tcp mode, consistent hashing on client IP)
+  proxy      {proxy}   (frames mode, consistent hashing on the session id)
   backends   {backends}
   admin      {admin}
     curl {admin}/backends
+    curl {admin}/connections
+    curl {admin}/sessions/player-0/partitions
     curl {admin}/stats
-    curl {admin}/metrics
+    curl -X POST -H 'Authorization: Bearer demo' -d '{{"target":"b2"}}' {admin}/connections/<id>/migrate
     curl -X POST -H 'Authorization: Bearer demo' -d '{{"state":"drain"}}' {admin}/backends/demo/b1/state
 Press Ctrl-C to stop.
 """
@@ -45,53 +52,16 @@ def _free_or_default(port: int) -> int:
     return port
 
 
-# -- the demo backend --------------------------------------------------------------------------
-
-
-class _EchoNamed(asyncio.Protocol):
-    """Answers every read with ``<name>: <bytes read>``."""
-
-    def __init__(self, prefix: bytes) -> None:
-        self.prefix = prefix
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(self.prefix + data)
-
-
-async def _backend_main(host: str, port: int, name: str) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = await loop.create_server(lambda: _EchoNamed(f"{name}: ".encode()), host, port, reuse_address=True)
-    bound = server.sockets[0].getsockname()
-    print(f"listening {bound[0]}:{bound[1]} name={name}", flush=True)
-    async with server:
-        await stop.wait()
-
-
-def run_backend(host: str, port: int, name: str, requires: tuple[str, ...] = ()) -> int:
-    """A small TCP demo server: every read is answered with the server's name and the bytes read."""
-    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
-        try:
-            runner.run(_backend_main(host, port, name))
-        except OSError as exc:
-            print(f"demo-backend {name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-    return 0
-
-
 # -- the demo ----------------------------------------------------------------------------------
 
 
-async def _start_backend(name: str) -> tuple[asyncio.subprocess.Process, int]:
+#: What each demo server needs replayed when a session moves to it (b1, b2, b3, then again).
+REQUIRES = ("auth,game", "auth,game,cart", "game")
+
+
+async def _start_backend(name: str, requires: str) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", "demo-backend", "--port", "0", "--name", name,
+        sys.executable, "-m", "proxy", "demo-backend", "--port", "0", "--name", name, "--requires", requires,
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
@@ -103,25 +73,65 @@ async def _start_backend(name: str) -> tuple[asyncio.subprocess.Process, int]:
     return proc, port
 
 
+def _frame(msg: dict[str, object]) -> bytes:
+    body = msgpack.packb(msg, use_bin_type=True)
+    return len(body).to_bytes(4, "big") + body
+
+
+async def _call(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, msg: dict[str, object]) -> dict:
+    writer.write(_frame(msg))
+    await writer.drain()
+    header = await reader.readexactly(4)
+    return msgpack.unpackb(await reader.readexactly(int.from_bytes(header, "big")), raw=False)
+
+
 async def _client(i: int, port: int, seen: Counter[str], rng: random.Random) -> None:
-    source = f"127.0.0.{2 + i % 250}"
+    """One player: a session that lives across reconnects, a counter and a cart."""
+    sid = f"player-{i}"
     while True:
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             await asyncio.sleep(0.5)
             continue
         try:
-            for n in range(rng.randint(5, 40)):
-                writer.write(f"client {i} message {n}\n".encode())
-                await writer.drain()
-                reply = await reader.readuntil(b"\n")
-                seen[reply.split(b":", 1)[0].decode()] += 1
+            await _call(reader, writer, {"op": "hello", "sid": sid})
+            await _call(reader, writer, {"op": "login", "user": f"user{i}"})
+            for n in range(rng.randint(20, 200)):
+                if rng.random() < 0.1:
+                    reply = await _call(reader, writer, {"op": "cart_add", "item": f"item{n}"})
+                else:
+                    reply = await _call(reader, writer, {"op": "incr", "key": "score", "seq": n})
+                seen[str(reply.get("server"))] += 1
                 await asyncio.sleep(rng.uniform(0.02, 0.2))
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            await asyncio.sleep(0.2)
         finally:
             writer.close()
+
+
+async def _migrate_now_and_then(runtime: Any, names: list[str], rng: random.Random, every_s: float) -> None:
+    """Move a random live connection to another server, and say what it cost."""
+    while True:
+        await asyncio.sleep(every_s)
+        conns = runtime.connections()
+        if not conns:
+            continue
+        conn = rng.choice(conns)
+        target = rng.choice([n for n in names if n != conn["server"]] or names)
+        try:
+            r = await runtime.migrate_connection(conn["id"], target)
+        except (LookupError, ValueError) as exc:
+            print(f"  migration of connection {conn['id']} to {target} refused: {exc}", flush=True)
+            continue
+        if r["outcome"] == "committed":
+            print(
+                f"  moved {r['sid']} {r['source']} -> {r['target']}: paused {r['pause_s'] * 1000:.2f} ms, "
+                f"replayed {sorted(r['precopy_bytes'])} of {r['partitions_present']} partitions",
+                flush=True,
+            )
+        else:
+            print(f"  migration of {r.get('sid')} to {target}: {r['outcome']} ({r.get('cause')})", flush=True)
 
 
 async def _report(runtime: object, seen: Counter[str], every_s: float) -> None:
@@ -143,16 +153,17 @@ async def _demo(backends: int, clients: int, port: int, admin_port: int, duratio
     try:
         ports = []
         for i in range(backends):
-            proc, backend_port = await _start_backend(f"b{i + 1}")
+            proc, backend_port = await _start_backend(f"b{i + 1}", REQUIRES[i % len(REQUIRES)])
             procs.append(proc)
             ports.append(backend_port)
         servers = "\n".join(
-            f"        - {{name: b{i + 1}, address: 127.0.0.1:{p}}}" for i, p in enumerate(ports)
+            f"        - {{name: b{i + 1}, address: 127.0.0.1:{p}, requires: [{REQUIRES[i % len(REQUIRES)]}]}}"
+            for i, p in enumerate(ports)
         )
         text = f"""
 global: {{log_level: warning, drain_timeout_s: 5}}
 listeners:
-  - {{name: demo, bind: "127.0.0.1:{_free_or_default(port)}", mode: tcp, pool: demo}}
+  - {{name: demo, bind: "127.0.0.1:{_free_or_default(port)}", mode: frames, pool: demo}}
 pools:
   - name: demo
     balance: consistent
@@ -182,12 +193,15 @@ admin: {{bind: "127.0.0.1:{_free_or_default(admin_port)}", token: demo}}
                 flush=True,
             )
             load = [tg.create_task(_client(i, proxy_port, seen, rng)) for i in range(clients)]
-            report = tg.create_task(_report(runtime, seen, 5.0 if duration_s is None else max(duration_s / 2, 0.5)))
+            every_s = 5.0 if duration_s is None else max(duration_s / 2, 0.5)
+            report = tg.create_task(_report(runtime, seen, every_s))
+            names = [f"b{i + 1}" for i in range(backends)]
+            mover = tg.create_task(_migrate_now_and_then(runtime, names, rng, every_s / 2))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(duration_s):
                     await stop.wait()
             print("stopping: load, then a graceful drain of the proxy", flush=True)
-            for task in (*load, report):
+            for task in (*load, report, mover):
                 task.cancel()
             runtime.request_stop()
         print(f"replies per backend: {dict(sorted(seen.items()))}", flush=True)

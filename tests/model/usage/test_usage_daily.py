@@ -191,3 +191,15 @@ def test_names_with_separators_are_escaped(tmp_path: pathlib.Path) -> None:
     daily(tmp_path / "out", DAY, log)
     # "é" is 0xC3 0xA9 in UTF-8: after every ASCII byte.
     assert stats(tmp_path / "out", DAY) == ["all|a%7Cb|50%25%0Ax|1|0|0|0|0|1", "all|é|r|1|0|0|0|0|1"]
+
+
+def test_migration_records_in_the_access_log_are_neither_requests_nor_bad_lines(tmp_path: pathlib.Path) -> None:
+    import orjson
+
+    migration = orjson.dumps(
+        {"ts": "2026-11-10T10:00:01.000000Z", "kind": "migration", "listener": "play", "outcome": "committed",
+         "sid": "s1", "source": "a", "target": "b", "pause_s": 0.0002}
+    ).decode()  # fmt: skip
+    log = write_log(tmp_path / "access.log", [line("2026-11-10T10:00:00"), migration, line("2026-11-10T10:00:02")])
+    result = daily(tmp_path / "out", "2026-11-10", log)
+    assert result.bad_lines == 0 and result.lines_used == 2
