@@ -25,6 +25,7 @@ smallest integer forms).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,9 +41,20 @@ _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 MAX_DEPTH = 64
 
 
+_local = threading.local()
+
+
 def _packb(obj: Any) -> bytes:
-    # A fresh packer per call (msgpack.packb): a shared Packer object is not safe across threads.
-    return msgpack.packb(obj, use_bin_type=True, use_single_float=False)
+    # One Packer per thread (a Packer is not safe to share across threads): building one per call,
+    # as msgpack.packb does, costs three times the packing of a short key.
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, use_single_float=False, autoreset=True)
+    try:
+        return packer.pack(obj)  # type: ignore[no-any-return]
+    except BaseException:
+        _local.packer = None  # do not trust a packer that failed half-way
+        raise
 
 
 def _key_bytes(key: Any, depth: int) -> bytes:

@@ -48,7 +48,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from replay.canonical import canonical_packb
 from replay.envelope import (
     Attach,
     Attached,
@@ -325,7 +324,7 @@ class Migration:
             if precopy:
                 self.precopy_versions[name] = part.version
                 if part.version:
-                    self.report.precopy_bytes[name] = len(canonical_packb(part.data))
+                    self.report.precopy_bytes[name] = part.canonical_size
         return Attach(sid=self.sid, epoch=epoch, state=state, next_seq=self.next_seq if next_seq is None else next_seq)
 
     def _digests_ok(self, digests: Mapping[str, int]) -> bool:
@@ -392,14 +391,21 @@ class Migration:
             if self.precopy_versions.get(name) != state.version:
                 changed[name] = state
                 self.expected[name] = state.digest
-                self.report.replay_bytes[name] = len(canonical_packb(state.data))
+                self.report.replay_bytes[name] = state.canonical_size
         self.report.partitions_replayed = len({n for n, v in self.precopy_versions.items() if v} | set(changed))
         if not changed:
             return self._commit(now_s)
         self.phase = Phase.RESTORING
         return [SendTarget(Restore(epoch=self.new_epoch, state=changed))]
 
+    def _unapplied_now(self) -> None:
+        """Recompute what the fenced source did not apply from everything in flight now, so that a
+        request forwarded after ``fenced`` (which a fenced source drops) is resent, never lost."""
+        if self.source_fenced:
+            self.unapplied = [(seq, body) for seq, body in sorted(self.inflight.items()) if seq > self.fenced_last_seq]
+
     def _commit(self, now_s: float) -> list[Any]:
+        self._unapplied_now()
         self.phase = Phase.COMMITTED
         self.report.resumed_s = now_s
         if self.report.paused_s is None:
@@ -434,6 +440,7 @@ class Migration:
             first = self.pending_rollback is None
             self.pending_rollback = self.pending_rollback or cause
             return [CloseTarget()] if first else []
+        self._unapplied_now()
         self.phase = Phase.ROLLED_BACK
         actions: list[Any] = [] if self.pending_rollback is not None else [CloseTarget()]
         if self.source_fenced:
@@ -486,7 +493,7 @@ class Migration:
             if self.precopy_versions.get(name) != state.version:
                 changed[name] = state
                 self.expected[name] = state.digest
-                self.report.replay_bytes[name] = len(canonical_packb(state.data))
+                self.report.replay_bytes[name] = state.canonical_size
         self.report.partitions_replayed = len({n for n, v in self.precopy_versions.items() if v} | set(changed))
         if changed:
             self.phase = Phase.RESTORING

@@ -86,7 +86,7 @@ def next_epoch(previous: int) -> int:
 class BackendLink(asyncio.Protocol):
     """One proxy-to-backend connection in the envelope dialect, owned by a :class:`FramesClient`."""
 
-    __slots__ = ("closed", "decoder", "nbytes", "owner", "server", "transport")
+    __slots__ = ("closed", "decoder", "nbytes", "owner", "server", "transport", "write_paused")
 
     def __init__(self, owner: FramesClient, server: ServerState) -> None:
         self.owner = owner
@@ -95,6 +95,7 @@ class BackendLink(asyncio.Protocol):
         self.decoder = FrameDecoder(max_frame_bytes=MAX_ENVELOPE_BYTES)
         self.nbytes = 0
         self.closed = False
+        self.write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -133,13 +134,14 @@ class BackendLink(asyncio.Protocol):
             self.owner.link_failed(self, describe_error(exc) or "server closed the connection")
 
     def pause_writing(self) -> None:
-        # The server is not reading fast enough: stop reading from the client.
-        self.owner.transport.pause_reading()
+        # The server is not reading fast enough: stop reading from the client (if it is the client's
+        # link; a target being loaded with state does not hold the client back).
+        self.write_paused = True
+        self.owner.sync_reading()
 
     def resume_writing(self) -> None:
-        owner = self.owner
-        if not owner.reading_paused and not owner.closed:
-            owner.transport.resume_reading()
+        self.write_paused = False
+        self.owner.sync_reading()
 
     def send(self, envelope: Any) -> None:
         transport = self.transport
@@ -189,7 +191,9 @@ class FramesClient(asyncio.Protocol):
         self.inflight: dict[int, bytes] = {}  # seq -> client frame, sent and not yet answered
         self.pending: collections.deque[bytes] = collections.deque()  # client frames not sent yet
         self.pending_bytes = 0
-        self.reading_paused = False
+        self.reading_paused = False  # too many client bytes waiting in ``pending``
+        self.reading_off = False  # the client transport's reading is paused (for either reason)
+        self.client_write_paused = False
         self.held = False  # forwarding stopped: waiting for attached, restored, or a migration
         self.restoring_from: int | None = None  # seq of a request answered with missing
         self.expected: dict[str, int] = {}
@@ -257,13 +261,16 @@ class FramesClient(asyncio.Protocol):
             self.apply(conn.handle(ClientLost(describe_error(exc))))
 
     def pause_writing(self) -> None:
+        # The client is not reading fast enough: stop reading replies from its server.
+        self.client_write_paused = True
         link = self.link
-        if link is not None and link.transport is not None:
+        if link is not None and link.transport is not None and not link.closed:
             link.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.client_write_paused = False
         link = self.link
-        if link is not None and link.transport is not None:
+        if link is not None and link.transport is not None and not link.closed:
             link.transport.resume_reading()
 
     # -- client frames ---------------------------------------------------------------------------
@@ -315,7 +322,7 @@ class FramesClient(asyncio.Protocol):
         self.pending_bytes += len(body)
         if self.pending_bytes > self.max_buffered and not self.reading_paused:
             self.reading_paused = True
-            self.transport.pause_reading()
+            self.sync_reading()
 
     def _forward(self, body: bytes) -> None:
         seq = self.next_seq
@@ -336,9 +343,23 @@ class FramesClient(asyncio.Protocol):
         self._maybe_finished()
 
     def resume_client_reading(self) -> None:
-        if self.reading_paused and self.pending_bytes <= self.max_buffered // 2 and not self.closed:
+        if self.reading_paused and self.pending_bytes <= self.max_buffered // 2:
             self.reading_paused = False
-            self.transport.resume_reading()
+        self.sync_reading()
+
+    def sync_reading(self) -> None:
+        """Read from the client unless too much waits here or its server's link is full.  The link
+        can change (migration) or close while paused, so the state is recomputed, not toggled."""
+        if self.closed:
+            return
+        link = self.link
+        off = self.reading_paused or (link is not None and link.write_paused and not link.closed)
+        if off != self.reading_off:
+            self.reading_off = off
+            if off:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def send_to_client(self, body: bytes) -> None:
         self.frames_out += 1
@@ -452,6 +473,10 @@ class FramesClient(asyncio.Protocol):
                     return
                 if kind is Restored and self.migration.phase not in (mig.Phase.CONNECTING, mig.Phase.ATTACHING):
                     self.restoring_from = None  # fenced since: the unapplied requests go with the handoff
+                    return
+                if kind is Attached:
+                    # The answer to the re-attach that ended the previous migration: nothing to
+                    # release here, the migration decides when the client resumes.
                     return
                 if kind is Res or kind is Push or kind is Fenced or kind is Missing or kind is Error:
                     # A missing after the fence: the request is among the unapplied ones, resent to
@@ -696,6 +721,8 @@ class FramesClient(asyncio.Protocol):
         self.link = target
         self.target = None
         self.epoch = action.epoch
+        if self.client_write_paused and target.transport is not None:
+            target.transport.pause_reading()  # the client is still not reading: hold its replies back
         machine = self.migration
         assert machine is not None
         self.expected = dict(machine.expected)

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import xxhash
+
+from replay.canonical import canonical_packb
 from replay.canonical import digest as _digest
 
 __all__ = [
@@ -116,11 +119,28 @@ class PartitionState:
 
     version: int
     data: Mapping[Any, Any]
+    # (digest, canonical size), computed once: a migration needs both, several times, and canonical
+    # encoding is the costly part of it.  ``data`` must not be changed after the first use.
+    _memo: list[int] = field(default_factory=list, compare=False, repr=False)
+
+    def _canonical(self) -> list[int]:
+        memo = self._memo
+        if not memo:
+            packed = canonical_packb(self.data)
+            memo.extend((xxhash.xxh3_64_intdigest(packed), len(packed)))
+        return memo
 
     @property
     def digest(self) -> int:
-        """xxh3_64 of the canonical msgpack of ``data`` (docs/protocol.md); O(size of the data)."""
-        return _digest(self.data)
+        """xxh3_64 of the canonical msgpack of ``data`` (docs/protocol.md); computed once."""
+        if not isinstance(self.data, Mapping):
+            return _digest(self.data)  # raises the TypeError a non-mapping deserves
+        return self._canonical()[0]
+
+    @property
+    def canonical_size(self) -> int:
+        """Bytes of the canonical msgpack of ``data``: what replaying this partition sends."""
+        return self._canonical()[1]
 
     def to_wire(self) -> dict[str, Any]:
         """The envelope form, ``{"v": ..., "data": ...}``."""

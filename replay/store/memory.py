@@ -54,12 +54,13 @@ _KEY_TYPES = frozenset({str, int, bytes})
 
 
 class _Partition:
-    __slots__ = ("data", "nbytes", "version")
+    __slots__ = ("data", "nbytes", "version", "view")
 
     def __init__(self, version: int, data: dict[Any, Any], nbytes: int) -> None:
         self.version = version
         self.data = data
         self.nbytes = nbytes
+        self.view: PartitionState | None = None  # the copy handed out for ``version`` (read-only)
 
 
 class _Session:
@@ -150,9 +151,14 @@ class MemoryStore:
         part = session.partitions.get(partition) if session is not None else None
         if part is None:
             return None
-        # A msgpack round trip is a deep copy at C speed (values are msgpack-clean by construction).
-        copy = msgpack.unpackb(msgpack.packb(part.data), strict_map_key=False)
-        return PartitionState(part.version, copy)
+        view = part.view
+        if view is None or view.version != part.version:
+            # A msgpack round trip is a deep copy at C speed (values are msgpack-clean by construction).
+            # Readers share it until the partition changes, and with it its memoised digest: callers
+            # treat partition data as read-only.
+            copy = msgpack.unpackb(msgpack.packb(part.data), strict_map_key=False)
+            view = part.view = PartitionState(part.version, copy)
+        return view
 
     def sessions(self) -> Iterable[str]:
         self._check_open()

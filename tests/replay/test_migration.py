@@ -299,3 +299,15 @@ def test_a_source_lost_while_fencing_after_answering_new_requests_gives_the_targ
     m.handle(FromSource(Res(seq=12, body=b"rb")), 100.02)
     out = m.handle(SourceFailed("reset"), 100.03)  # the fence is never answered
     assert of(out, Commit) == [Commit("s2", 5, 13)] and not of(out, UnknownOutcome)
+
+
+def test_a_request_that_reached_the_fenced_source_after_fenced_is_still_resent() -> None:
+    inflight: dict[int, bytes] = {}
+    m = make(inflight=inflight)
+    to_fencing(m)
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=10, deltas={"game": Delta(version=2, set_={"s": 1})})), 1.0)
+    assert of(out, SendTarget)  # a restore: commit waits for restored
+    inflight[11] = b"late"  # forwarded although the client should have been held: dropped by the source
+    out = m.handle(FromTarget(Restored(epoch=5, digests=digests(m.store, ["auth", "game"]))), 1.1)
+    assert of(out, Commit) == [Commit("s2", 5, 11)]
+    assert SendTarget(Req(seq=11, body=b"late")) in out
