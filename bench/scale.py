@@ -26,7 +26,8 @@ setting with no more server-minutes has >= 5x fewer under-provisioned minutes an
 Writes ``bench/results/scale-<stamp>.json`` and ``scale-latest.md``.  The default run takes about
 2.5 minutes on one core from a cold cache (half of it the learner replay, cached afterwards) and about
 70 s after; ``--quick`` replays the first 3,000 minutes of each trace with the 5-minute delay only
-(seconds).
+(seconds).  ``--live`` runs the scaler inside the real proxy on a compressed stretch of the NASA trace
+instead (``bench/scale_live.py``).
 """
 
 from __future__ import annotations
@@ -429,6 +430,10 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if "--live" in argv:
+        from bench.scale_live import main as live_main
+
+        return live_main([a for a in argv if a != "--live"])
     parser = argparse.ArgumentParser(
         prog="python -m bench scale",
         description="Predictive scaler vs HPA-style reactive rules on the NASA 1995 and Twitter 2021 traces.",

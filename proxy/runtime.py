@@ -57,13 +57,17 @@ def pool_settings_rate(settings: Any) -> float:
     return float(settings.migrations_per_s)
 
 
+def server_spec(
+    pool_settings: Any, name: str, address: str, requires: Any = None, state: str = "ready"
+) -> ServerSpec:
+    """One server of a pool as ``PoolState`` takes it; ``requires`` None inherits the pool's."""
+    host, port = parse_hostport(address)
+    requires = requires if requires is not None else pool_settings.requires
+    return ServerSpec(name, host, port, tuple(requires), AdminState(state))
+
+
 def server_specs(pool_settings: Any) -> list[ServerSpec]:
-    specs = []
-    for server in pool_settings.servers:
-        host, port = parse_hostport(server.address)
-        requires = server.requires if server.requires is not None else pool_settings.requires
-        specs.append(ServerSpec(server.name, host, port, tuple(requires), AdminState(server.state)))
-    return specs
+    return [server_spec(pool_settings, s.name, s.address, s.requires, s.state) for s in pool_settings.servers]
 
 
 def _make_pool(settings: Any) -> PoolRuntime:
@@ -144,6 +148,8 @@ class Runtime:
         self.migrations = MigrationStats()
         self._series_store: Any = None
         self.ended_dropped_total = 0
+        self.scaling: Any = None  # proxy.scale.live.LiveScaler when the scale section is present
+        self._scaling_task: asyncio.Task[None] | None = None
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -176,6 +182,7 @@ class Runtime:
                     self._start_checks(pool)
                 self._start_learner()
                 self._start_usage()
+                self._start_scaling()
                 tick = tg.create_task(self._tick_loop(), name="tick")
                 if install_signals:
                     self._install_signals(loop)
@@ -190,6 +197,7 @@ class Runtime:
                 await self._stop_event.wait()
                 await self._drain()
                 tick.cancel()
+                await self._stop_scaling()
                 await self._stop_learner()
                 await self._stop_usage()
                 for pool in self.pools.values():
@@ -237,6 +245,32 @@ class Runtime:
             self.counters.last_reload_errors = []
             self.log.info("config_reloaded", changes=changes)
             return ReloadResult(True, (), tuple(changes))
+
+    def add_pool_server(self, pool: str, name: str, address: str) -> None:
+        """Add a READY server to ``pool`` at run time (the scaler), as a reload adds one: it takes the
+        pool's ``requires``.  KeyError for an unknown pool, ValueError for a taken name or bad address."""
+        runtime_pool = self.pools[pool]
+        runtime_pool.state.add_server(server_spec(runtime_pool.settings, name, address))
+        self.log.info("server_added", pool=pool, server=name, address=address)
+
+    def remove_pool_server(self, pool: str, name: str) -> bool:
+        """Remove a server added with ``add_pool_server``, as a reload removes one: it leaves placement
+        at once and is forgotten when its last connection ends."""
+        removed = self.pools[pool].state.remove_server(name)
+        if removed:
+            self.log.info("server_removed", pool=pool, server=name)
+        return removed
+
+    async def scale_servers(self, target_capacity: int | None) -> dict[str, Any]:
+        """``POST /scale``: hold the scaled pool at ``target_capacity`` servers (None resumes automatic
+        scaling); decides at once.  LookupError without a scale section, RuntimeError when stopped."""
+        if self.scaling is None:
+            raise LookupError("scaling is off: add a scale section to the configuration")
+        return await self.scaling.scale_servers(target_capacity)
+
+    def scaling_status(self) -> dict[str, Any] | None:
+        """``GET /scaling``; None without a scale section."""
+        return None if self.scaling is None else self.scaling.status()
 
     def set_server_state(self, pool: str, server: str, state: str) -> bool:
         """Operator admin-state change.  KeyError for an unknown pool or server, ValueError for a bad state."""
@@ -374,6 +408,7 @@ class Runtime:
                     "last_error": server.health.last_error,
                     "bytes_in_total": server.bytes_in_total + extra_in,
                     "bytes_out_total": server.bytes_out_total + extra_out,
+                    "frames_total": server.frames_total,
                 }
             )
         return {
@@ -506,6 +541,9 @@ class Runtime:
                 yield "ferryman_server_check_failures_total", lab, s["check_failures_total"]
                 yield "ferryman_server_sent_bytes_total", lab, s["bytes_in_total"]
                 yield "ferryman_server_received_bytes_total", lab, s["bytes_out_total"]
+                yield "ferryman_server_frames_total", lab, s["frames_total"]
+        if self.scaling is not None:
+            yield from self.scaling.metric_samples()
         if self.learner is not None:
             yield from self._learner_samples(self.learner)
 
@@ -628,6 +666,11 @@ class Runtime:
                 from proxy.learner_link import build_snapshot
 
                 self.learner.send(build_snapshot(self, time.time()))
+            if self.scaling is not None:
+                try:
+                    await self.scaling.pump()
+                except Exception as exc:  # the scaler must never stop the housekeeping
+                    self.log.error("scale_pump_failed", error=repr(exc))
 
     def _open_store(self) -> None:
         settings = getattr(self.config, "store", None)
@@ -681,6 +724,26 @@ class Runtime:
         self._usage_stop = asyncio.Event()
         job = run_scheduled(options, lambda: datetime.now(UTC), self._usage_stop, log=self.usage_events)
         self._usage_task = self._tg.create_task(job, name="usage")
+
+    def _start_scaling(self) -> None:
+        section = getattr(self.config, "scale", None)
+        if section is None or self._tg is None:
+            return
+        from proxy.scale.live import LiveScaler
+
+        self.scaling = LiveScaler(self, section)
+        self._scaling_task = self._tg.create_task(self.scaling.run(), name="scaler")
+
+    async def _stop_scaling(self) -> None:
+        """Stop deciding; work in flight is cancelled or finished and the servers started are stopped."""
+        task, self._scaling_task = self._scaling_task, None
+        if task is None:
+            return
+        self.scaling.stop()
+        try:
+            await task
+        except Exception as exc:
+            self.log.error("scale_stop_failed", error=repr(exc))
 
     async def _stop_usage(self) -> None:
         task, self._usage_task = self._usage_task, None
@@ -759,8 +822,12 @@ class Runtime:
             if previous == settings:
                 continue
             hc = settings.health_check
+            specs = server_specs(settings)
+            if self.scaling is not None and self.scaling.fleet.pool == settings.name:
+                # The servers the scaler started are not in the file: keep them.
+                specs += [server_spec(settings, n, a) for n, a in self.scaling.fleet.added.items()]
             runtime_pool.state.reconfigure(
-                server_specs(settings),
+                specs,
                 balance=settings.balance,
                 balance_factor=settings.hash_balance_factor,
                 rise=hc.rise,
@@ -796,6 +863,8 @@ class Runtime:
             changes.append(f"listener {name} removed")
         if old.admin != new.admin:
             changes.append("admin settings updated")
+        if getattr(old, "scale", None) != getattr(new, "scale", None):
+            changes.append("scale settings: take effect on restart")
         if getattr(old, "metrics", None) != getattr(new, "metrics", None):
             await self._stop_learner()
             self.config = new

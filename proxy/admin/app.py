@@ -1,5 +1,5 @@
 """Admin HTTP API (aiohttp): health, stats, Prometheus metrics, config, backends, connections,
-reload and drain.
+scaling, reload and drain.
 
 Security model: binds 127.0.0.1 by default; every mutating route is POST (or PUT) and needs
 ``Authorization: Bearer <admin.token>``; with no token configured, mutations are refused.  Every
@@ -303,6 +303,35 @@ async def server_state(request: web.Request) -> web.Response:
     return json_response({"pool": pool, "server": server, "state": state, "changed": changed})
 
 
+async def scale(request: web.Request) -> web.Response:
+    denied = _authorised(request)
+    if denied is not None:
+        return denied
+    runtime = request.app[RUNTIME]
+    if runtime.scaling is None:
+        return error(404, "not_found", "scaling is off: add a scale section to the configuration")
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    target = body.get("target_capacity", ...)
+    if set(body) != {"target_capacity"} or not (
+        target is None or (type(target) is int and 0 <= target <= 1_000_000)
+    ):
+        return error(400, "bad_request", 'expected {"target_capacity": <servers, an integer >= 0> | null}')
+    try:
+        result = await runtime.scale_servers(target)
+    except RuntimeError as exc:
+        return error(503, "unavailable", str(exc))
+    return json_response(result)
+
+
+async def scaling(request: web.Request) -> web.Response:
+    status = request.app[RUNTIME].scaling_status()
+    if status is None:
+        return error(404, "not_found", "scaling is off: add a scale section to the configuration")
+    return json_response(status)
+
+
 async def reload(request: web.Request) -> web.Response:
     denied = _authorised(request)
     if denied is not None:
@@ -340,6 +369,8 @@ def build_app(runtime: Runtime) -> web.Application:
     r.add_get("/series", series)
     r.add_get("/scores", scores)
     r.add_get("/forecast", forecast)
+    r.add_post("/scale", scale)
+    r.add_get("/scaling", scaling)
     r.add_post("/reload", reload)
     r.add_post("/drain", drain)
     return app

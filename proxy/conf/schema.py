@@ -497,6 +497,223 @@ class UsageSettings(_Model):
     )
 
 
+_PORT_RANGE = re.compile(r"([0-9]{1,5})-([0-9]{1,5})")
+_TEMPLATE_FIELD = re.compile(r"{([^{}]*)}")
+_TEMPLATE_FIELDS = ("port", "name", "host", "python")
+
+
+def _check_port_range(text: str) -> str:
+    match = _PORT_RANGE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"expected a port range such as 9100-9199 (got {text!r})")
+    first, last = int(match[1]), int(match[2])
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(f"need 1 <= first <= last <= 65535 (got {text!r})")
+    return text
+
+
+def port_range(text: str | None) -> range | None:
+    """``"9100-9199"`` -> ``range(9100, 9200)``; None stays None (the kernel picks the ports)."""
+    if text is None:
+        return None
+    first, _, last = text.partition("-")
+    return range(int(first), int(last) + 1)
+
+
+def _check_command(args: tuple[str, ...]) -> tuple[str, ...]:
+    for arg in args:
+        for field in _TEMPLATE_FIELD.findall(arg):
+            if field not in _TEMPLATE_FIELDS:
+                raise ValueError(
+                    f"unknown field {{{field}}} in {arg!r} (known: {', '.join('{' + f + '}' for f in _TEMPLATE_FIELDS)})"
+                )
+    if args and not any("{port}" in arg for arg in args):
+        raise ValueError("must contain {port}: the server must listen where it is told")
+    return args
+
+
+DEMO_BACKEND_COMMAND = ("{python}", "-m", "proxy", "demo-backend", "--port", "{port}", "--name", "{name}")
+
+
+class ProvisionerSettings(_Model):
+    """How the scaler obtains servers: a standby list (static) or local processes (process)."""
+
+    kind: Literal["process", "static"] = Field(
+        default="process",
+        description="process: one local process per server from `command`; static: hand out `standby` servers "
+        "that already run.",
+    )
+    command: Annotated[tuple[Text, ...], AfterValidator(_check_command)] = Field(
+        default=DEMO_BACKEND_COMMAND,
+        description="process: the server's command line, one argument per item; {port}, {name}, {host} and "
+        "{python} (the proxy's interpreter) are replaced.",
+    )
+    host: Text = Field(
+        default="127.0.0.1", description="process: the address the servers listen on and are reached at."
+    )
+    ports: Annotated[StrictStr, AfterValidator(_check_port_range)] | None = Field(
+        default=None,
+        description="process: port range reserved for the servers, e.g. 9100-9199; null lets the kernel pick "
+        "free ports.",
+    )
+    ready_timeout_s: Seconds = Field(
+        default=30.0, description="process: a server that does not accept connections by then fails to start."
+    )
+    stop_timeout_s: Seconds = Field(
+        default=10.0, description="process: time between SIGTERM and SIGKILL when a server is stopped."
+    )
+    log_dir: Text | None = Field(
+        default=None, description="process: directory of one log file per server (stdout and stderr); null: "
+        "discarded.",
+    )
+    standby: Annotated[tuple[Address, ...], AfterValidator(_check_unique)] = Field(
+        default=(),
+        description="static: host:port of servers that already run, handed out in order; stopped ones go back "
+        "to the end of the list.",
+    )
+    check_connect: StrictBool = Field(
+        default=True, description="static: hand out only standby servers that accept a TCP connection."
+    )
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> ProvisionerSettings:
+        if self.kind == "static" and not self.standby:
+            _raise_at("ProvisionerSettings", [(("standby",), "kind static needs at least one standby server")])
+        if self.kind == "process" and not self.command:
+            _raise_at("ProvisionerSettings", [(("command",), "kind process needs a command")])
+        return self
+
+
+Ratio = Annotated[float, Strict(), Field(ge=0, le=1)]
+
+
+class ScaleSettings(_Model):
+    """Predictive scaling of one pool: when to add and remove servers, and how to get them (docs/scaling.md)."""
+
+    pool: Name = Field(description="The pool the scaler manages (its configured servers count as the scaler's).")
+    provisioner: ProvisionerSettings = Field(
+        default_factory=lambda: ProvisionerSettings(), description="How servers are obtained."
+    )
+    forecast_only: StrictBool = Field(
+        default=False,
+        description="Record every decision (GET /scaling) without acting on it: watch before letting it act.",
+    )
+    capacity: Annotated[float, Strict()] = Field(
+        default=1000.0,
+        gt=0,
+        description="Load one server takes at its limit: client frames per step (step_s) forwarded to it.",
+    )
+    step_s: Seconds = Field(
+        default=60.0,
+        description="Time between two decisions, and the unit of capacity and of the loads; the learner's "
+        "forecast step is 60 s.",
+    )
+    target_utilization: Annotated[float, Strict()] = Field(
+        default=0.7, gt=0, le=1, description="Share of capacity a server is sized for (1 - headroom)."
+    )
+    min_servers: StrictInt = Field(
+        default=1, ge=0, description="Fewest servers (ready + provisioning); a smaller fleet is grown at once."
+    )
+    max_servers: StrictInt = Field(
+        default=20, ge=1, description="Most servers (ready + provisioning); >= min_servers."
+    )
+    initial_lead_time_s: SecondsOrZero = Field(
+        default=120.0, description="Provisioning time assumed until one has been measured."
+    )
+    lead_time_quantile: Ratio = Field(
+        default=0.9, description="Lead time = this quantile of the last lead_time_samples provisioning times."
+    )
+    lead_time_samples: StrictInt = Field(
+        default=20, ge=2, description="Provisioning times the lead time is measured over."
+    )
+    forecast_cap_factor: Annotated[float, Strict()] = Field(
+        default=3.0, ge=1, description="Demand is never above this times the largest load seen."
+    )
+    band_weight: Ratio = Field(
+        default=1.0, description="Demand from mid + band_weight * (hi - mid) of the forecast: 1 sizes for the "
+        "upper band.",
+    )
+    scale_out_cooldown_s: SecondsOrZero = Field(
+        default=60.0, description="Between two scale-outs (doubled after each failed provisioning, up to 32x)."
+    )
+    scale_in_cooldown_s: SecondsOrZero = Field(
+        default=300.0, description="After any scale action, before a scale-in."
+    )
+    scale_in_stabilization_s: SecondsOrZero = Field(
+        default=600.0, description="The load must allow a scale-in for this long before one happens."
+    )
+    scale_in_max_fraction: Annotated[float, Strict()] = Field(
+        default=0.5, gt=0, le=1, description="Share of the ready servers drained per scale-in (at least one)."
+    )
+    history_steps: StrictInt = Field(
+        default=1440, ge=2, description="Steps of history the thresholds are derived from."
+    )
+    imbalance_quantile: Ratio = Field(
+        default=0.9, description="Quantile of the servers' load over the fleet mean that lowers the upper "
+        "threshold.",
+    )
+    max_imbalance: Annotated[float, Strict()] = Field(
+        default=1.25, ge=1, description="Upper bound of that imbalance correction."
+    )
+    volatility_quantile: Ratio = Field(
+        default=0.5, description="Quantile of the step-to-step load change that sets the dead band."
+    )
+    hysteresis_min: Annotated[float, Strict()] = Field(
+        default=0.05, ge=0, lt=1, description="Narrowest dead band between the thresholds (share of upper)."
+    )
+    hysteresis_max: Annotated[float, Strict()] = Field(
+        default=0.15, ge=0, lt=1, description="Widest dead band between the thresholds; >= hysteresis_min."
+    )
+    trend_steps: StrictInt = Field(
+        default=5, ge=2, description="Steps the reactive fallback fits its trend on."
+    )
+    migrations_per_s: Annotated[float, Strict()] = Field(
+        default=50.0,
+        ge=0,
+        description="Connections moved per second onto new servers or off draining ones (token bucket).",
+    )
+    drain_timeout_s: SecondsOrZero = Field(
+        default=300.0, description="A draining server is stopped after this even if connections remain."
+    )
+    decisions_kept: StrictInt = Field(default=50, ge=2, description="Decisions GET /scaling shows.")
+    name_prefix: Name = Field(
+        default="scale-",
+        description="Names of the servers the scaler starts: prefix + a number; the pool's configured servers "
+        "must not use it.",
+    )
+    provision_timeout_s: Seconds = Field(
+        default=600.0, description="A server start that takes longer is cancelled and counts as failed."
+    )
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ScaleSettings:
+        problems: list[tuple[Loc, str]] = []
+        if self.max_servers < self.min_servers:
+            if "max_servers" in self.model_fields_set:
+                problems.append((("max_servers",), f"must be at least min_servers ({self.min_servers})"))
+            else:
+                problems.append((("min_servers",), f"must be at most max_servers ({self.max_servers})"))
+        if self.hysteresis_max < self.hysteresis_min:
+            if "hysteresis_max" in self.model_fields_set:
+                problems.append(
+                    (("hysteresis_max",), f"must be at least hysteresis_min ({self.hysteresis_min:g})")
+                )
+            else:
+                problems.append(
+                    (("hysteresis_min",), f"must be at most hysteresis_max ({self.hysteresis_max:g})")
+                )
+        _raise_at("ScaleSettings", problems)
+        return self
+
+    def core_settings(self) -> Any:
+        """The decision core's settings (``proxy.scale.core.ScaleSettings``) from this section."""
+        from dataclasses import fields
+
+        from proxy.scale.core import ScaleSettings as CoreSettings
+
+        return CoreSettings(**{f.name: getattr(self, f.name) for f in fields(CoreSettings)})
+
+
 class Config(_Model):
     """A ferryman configuration file."""
 
@@ -520,6 +737,9 @@ class Config(_Model):
     )
     store: StoreSettings | None = Field(
         default=None, description="Session-state partition store; absent or null means off."
+    )
+    scale: ScaleSettings | None = Field(
+        default=None, description="Predictive scaling of one pool; absent or null means off."
     )
 
     _source: str = PrivateAttr(default="<memory>")
@@ -602,6 +822,26 @@ def cross_check(data: Any) -> list[tuple[Loc, str]]:
             pool = listener.get("pool") if isinstance(listener, Mapping) else None
             if isinstance(pool, str) and pool not in pool_names:
                 problems.append((("listeners", i, "pool"), f"no pool named {pool!r} (pools: {known})"))
+    scale = data.get("scale")
+    if isinstance(scale, Mapping) and isinstance(scale.get("pool"), str) and isinstance(pools, list | tuple):
+        name = scale["pool"]
+        index = next((i for i, p in enumerate(pools) if isinstance(p, Mapping) and p.get("name") == name), None)
+        if index is None and pool_names is not None:
+            known = ", ".join(sorted(pool_names)) or "none"
+            problems.append((("scale", "pool"), f"no pool named {name!r} (pools: {known})"))
+        elif index is not None:
+            prefix = scale.get("name_prefix", "scale-")
+            servers = pools[index].get("servers")
+            if isinstance(prefix, str) and prefix and isinstance(servers, list | tuple):
+                for j, server in enumerate(servers):
+                    sname = server.get("name") if isinstance(server, Mapping) else None
+                    if isinstance(sname, str) and sname.startswith(prefix):
+                        problems.append(
+                            (
+                                ("pools", index, "servers", j, "name"),
+                                f"names starting with {prefix!r} are the scaler's (scale.name_prefix)",
+                            )
+                        )
     usage = data.get("usage")
     if isinstance(usage, Mapping) and usage.get("schedule") is True and usage.get("input") is None:
         settings = data.get("global")

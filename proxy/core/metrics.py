@@ -72,6 +72,12 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef(
         "ferryman_server_received_bytes_total", "counter", "Bytes received from the server.", ("pool", "server")
     ),
+    MetricDef(
+        "ferryman_server_frames_total",
+        "counter",
+        "Client frames forwarded to the server (frames mode).",
+        ("pool", "server"),
+    ),
     MetricDef("ferryman_pool_eligible_servers", "gauge", "Servers that are ready and up.", ("pool",)),
     MetricDef("ferryman_pool_servers", "gauge", "Servers configured in the pool.", ("pool",)),
     MetricDef("ferryman_learner_up", "gauge", "1 while the learner process runs.", ()),
@@ -89,6 +95,33 @@ METRICS: tuple[MetricDef, ...] = (
         "gauge",
         "1 if the selected forecaster's rolling error beats the naive forecast's.",
         (),
+    ),
+    MetricDef(
+        "ferryman_scale_servers",
+        "gauge",
+        "Servers the scaler manages, by phase (provisioning, ready, draining).",
+        ("pool", "phase"),
+    ),
+    MetricDef(
+        "ferryman_scale_desired_servers",
+        "gauge",
+        "Servers the scaler's last decision wanted (before min/max bounds and cooldowns).",
+        ("pool",),
+    ),
+    MetricDef(
+        "ferryman_scale_lead_time_seconds",
+        "gauge",
+        "Provisioning lead time the scaler plans with (a quantile of the measured start times).",
+        ("pool",),
+    ),
+    MetricDef(
+        "ferryman_scale_migrations_total",
+        "counter",
+        "Connections the scaler moved, by result (committed, failed: deferred, rolled back or gone).",
+        ("pool", "result"),
+    ),
+    MetricDef(
+        "ferryman_scale_provision_failures_total", "counter", "Server starts that failed.", ("pool",)
     ),
     MetricDef(
         "ferryman_forecast_messages_per_second",

@@ -48,6 +48,7 @@ class ServerState:
         "bytes_out_total",
         "connect_failures_total",
         "conns_total",
+        "frames_total",
         "health",
         "host",
         "name",
@@ -66,6 +67,7 @@ class ServerState:
         self.admin = spec.state
         self.health = HealthTracker(rise, fall)
         self.conns_total = 0
+        self.frames_total = 0  # client frames forwarded to it (frames mode), live connections included
         self.connect_failures_total = 0
         self.bytes_in_total = 0  # client -> server, closed connections
         self.bytes_out_total = 0  # server -> client, closed connections
@@ -191,6 +193,23 @@ class PoolState:
             if not keep_runtime_state and server.admin is not spec.state:
                 server.admin = spec.state
                 self._sync_membership(server)
+
+    def add_server(self, spec: ServerSpec) -> ServerState:
+        """Add one server at run time (the scaler), as a reload adds a new one.  ValueError if the name
+        is taken."""
+        if spec.name in self.servers:
+            raise ValueError(f"pool {self.name} already has a server {spec.name!r}")
+        self._add_server(spec)
+        return self.servers[spec.name]
+
+    def remove_server(self, name: str) -> bool:
+        """Remove one server at run time, as a reload removes it: it leaves placement at once and is
+        forgotten when its last connection ends.  False when there is no such server."""
+        server = self.servers.get(name)
+        if server is None or server.retired:
+            return False
+        self._retire(server)
+        return True
 
     # -- internals -------------------------------------------------------------------------------
 

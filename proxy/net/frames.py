@@ -328,6 +328,7 @@ class FramesClient(asyncio.Protocol):
         seq = self.next_seq
         self.next_seq = seq + 1
         self.inflight[seq] = body
+        self.link.server.frames_total += 1  # type: ignore[union-attr]
         self.link.send(Req(seq, body))  # type: ignore[union-attr]
 
     def _release_held(self) -> None:

@@ -22,6 +22,8 @@ from proxy.conf import (
     Listener,
     MetricsSettings,
     Pool,
+    ProvisionerSettings,
+    ScaleSettings,
     Server,
     StoreSettings,
     UsageSettings,
@@ -125,6 +127,8 @@ def raw_sections(data: dict[str, Any]) -> list[tuple[type[BaseModel], dict[str, 
         (MetricsRetention, data["metrics"]["retention"]),
         (UsageSettings, data["usage"]),
         (StoreSettings, data["store"]),
+        (ScaleSettings, data["scale"]),
+        (ProvisionerSettings, data["scale"]["provisioner"]),
     ]
 
 
@@ -134,7 +138,7 @@ def test_example_file_is_valid_and_shows_every_key_with_its_default() -> None:
     assert [listener.name for listener in config.listeners] == ["play", "play-frames"]
     assert config.pool("game").server("s2").requires == ("auth", "game", "cart")
     data = yaml.safe_load(path.read_text())
-    assert set(data) == {"global", "listeners", "pools", "admin", "metrics", "usage", "store"}
+    assert set(data) == {"global", "listeners", "pools", "admin", "metrics", "usage", "store", "scale"}
     for model, raw in raw_sections(data):
         keys = [field.alias or name for name, field in model.model_fields.items()]
         assert sorted(raw) == sorted(keys), model.__name__
@@ -173,7 +177,9 @@ def test_schema_describes_every_field_under_its_file_name() -> None:
     schema = json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["required"] == ["listeners", "pools"]
-    assert list(schema["properties"]) == ["global", "listeners", "pools", "admin", "metrics", "usage", "store"]
+    assert list(schema["properties"]) == [
+        "global", "listeners", "pools", "admin", "metrics", "usage", "store", "scale",
+    ]  # fmt: skip
     assert set(schema["$defs"]["Listener"]["properties"]) == {
         "name", "bind", "mode", "pool", "max_connections", "backlog", "accept_proxy",
         "proxy_header_timeout_s", "idle_timeout_s", "frame_header_bytes", "frame_byteorder", "max_frame_bytes",
