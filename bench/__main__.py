@@ -16,7 +16,8 @@ REGISTRY: dict[str, str] = {
     "usage": "daily and monthly usage processing on a synthetic month",
     "forecast": "forecasters vs naive baselines on the real traces",
     "scale": "predictive vs reactive scaling on the real traces",
-    "migrate": "live migration: pause, rate and replayed bytes",
+    "migrate": "live migration: pause, rate, replayed bytes, no loss under server kills",
+    "frames": "frames-mode throughput beside HAProxy mode tcp",
 }
 
 

@@ -3,6 +3,7 @@
  *   loadgen MODE HOST PORT CONNS WARMUP_S MEASURE_S BYTES
  *
  *   pingpong  CONNS connections, each keeps exactly one BYTES-long message in flight (to an echo server)
+ *   framed    pingpong whose message is one frame: a 4-byte big-endian length (BYTES - 4), then 'x's
  *   upload    CONNS connections write BYTES-long chunks as fast as they are accepted (to a sink)
  *   download  CONNS connections read as fast as they can (from a source)
  *   connrate  CONNS loops of: connect, send BYTES, read them back and the server's close, close
@@ -24,6 +25,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +170,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *m = argv[1];
+    int framed = !strcmp(m, "framed");  /* pingpong whose message is one length-prefixed frame */
+    if (framed) m = "pingpong";
     mode = !strcmp(m, "pingpong") ? PINGPONG : !strcmp(m, "upload") ? UPLOAD
          : !strcmp(m, "download") ? DOWNLOAD : !strcmp(m, "connrate") ? CONNRATE : -1;
     int conns = atoi(argv[4]);
@@ -184,6 +188,11 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);  /* a peer that goes away is an EPIPE to handle, not a fatal signal */
     wbuf = malloc(msg_bytes);
     memset(wbuf, 'x', msg_bytes);
+    if (framed) {
+        if (msg_bytes < 5) { fprintf(stderr, "loadgen: framed messages need at least 5 bytes\n"); return 2; }
+        uint32_t body = htonl((uint32_t)(msg_bytes - 4));  /* 4-byte big-endian length, then the body */
+        memcpy(wbuf, &body, 4);
+    }
     ep = epoll_create1(0);
     conn_t *cs = calloc((size_t)conns, sizeof *cs);
     for (int i = 0; i < conns; i++)

@@ -68,6 +68,10 @@ MAX_ENVELOPE_BYTES = 64 << 20
 
 
 
+#: Packs hot-path envelopes; one per process is safe (only the event loop's thread uses it).
+_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
 def error_frame_body(code: str, message: str) -> bytes:
     return msgpack.packb({"error": code, "message": message}, use_bin_type=True)
 
@@ -114,9 +118,23 @@ class BackendLink(asyncio.Protocol):
             return
         owner = self.owner
         decode = env_mod.decode_from_backend
+        unpackb = msgpack.unpackb
         for payload in payloads:
             if self.closed:
                 return
+            # Fast path for the common reply, {"t": "res", "seq": N, "body": B} and nothing else: the
+            # same checks the full decoder makes for this shape, without building an envelope object.
+            try:
+                m = unpackb(payload)
+            except Exception:  # the full decoder below says what is wrong
+                m = None
+            if type(m) is dict and len(m) <= 3 and m.get("t") == "res":
+                seq = m.get("seq")
+                body = m.get("body")
+                if type(seq) is int and 0 < seq <= 0xFFFFFFFFFFFFFFFF and (body is None or type(body) is bytes):
+                    if len(m) == 3 or body is None:
+                        owner.res_received(self, seq, body)
+                        continue
             try:
                 envelope = decode(payload)
             except env_mod.EnvelopeError as exc:
@@ -147,6 +165,13 @@ class BackendLink(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not self.closed:
             transport.write(env_mod.encode_frame(envelope, MAX_ENVELOPE_BYTES))
+
+    def send_req(self, seq: int, body: bytes) -> None:
+        """``req`` without building an envelope object (the hot path: one per client frame)."""
+        transport = self.transport
+        if transport is not None and not self.closed:
+            payload = _pack({"t": "req", "seq": seq, "body": body})
+            transport.write(len(payload).to_bytes(4, "big") + payload)
 
     def close(self) -> None:
         if not self.closed:
@@ -329,7 +354,7 @@ class FramesClient(asyncio.Protocol):
         self.next_seq = seq + 1
         self.inflight[seq] = body
         self.link.server.frames_total += 1  # type: ignore[union-attr]
-        self.link.send(Req(seq, body))  # type: ignore[union-attr]
+        self.link.send_req(seq, body)  # type: ignore[union-attr]
 
     def _release_held(self) -> None:
         """Forward the frames that waited, in order, unless something holds them again."""
@@ -459,6 +484,20 @@ class FramesClient(asyncio.Protocol):
             ps = store.get_partition_data(sid, name) if name in present else None
             out[name] = ps if ps is not None else mig.EMPTY_PARTITION
         return out
+
+    def res_received(self, link: BackendLink, seq: int, body: bytes | None) -> None:
+        """A ``res`` without deltas: the common reply, handled without an envelope object."""
+        if self.migration is not None or link is not self.link:
+            self.from_link(link, Res(seq, body))
+            return
+        self.progressed = True
+        if self.inflight.pop(seq, None) is None:
+            self._backend_error(f"server answered request {seq}, which is not outstanding")
+            return
+        if body is not None:
+            self.send_to_client(body)
+        if self.client_eof:
+            self._maybe_finished()
 
     def from_link(self, link: BackendLink, envelope: Any) -> None:
         if self.migration is not None:
