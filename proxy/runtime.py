@@ -542,6 +542,17 @@ class Runtime:
                 yield "ferryman_server_sent_bytes_total", lab, s["bytes_in_total"]
                 yield "ferryman_server_received_bytes_total", lab, s["bytes_out_total"]
                 yield "ferryman_server_frames_total", lab, s["frames_total"]
+        m = self.migrations
+        for outcome, count in m.outcomes.items():
+            yield "ferryman_migrations_total", {"outcome": outcome}, count
+        yield "ferryman_migrations_in_progress", {}, m.in_progress
+        yield "ferryman_migration_pause_seconds_sum", {}, m.pause_sum_s
+        yield "ferryman_migration_pause_seconds_count", {}, m.pause_count
+        yield "ferryman_migration_state_bytes_total", {"phase": "precopy"}, m.precopy_bytes_total
+        yield "ferryman_migration_state_bytes_total", {"phase": "replay"}, m.replay_bytes_total
+        yield "ferryman_migration_partitions_total", {"kind": "present"}, m.partitions_present_total
+        yield "ferryman_migration_partitions_total", {"kind": "replayed"}, m.partitions_replayed_total
+        yield "ferryman_migration_unknown_outcomes_total", {}, m.unknown_outcomes_total
         if self.scaling is not None:
             yield from self.scaling.metric_samples()
         if self.learner is not None:

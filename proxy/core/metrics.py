@@ -80,6 +80,35 @@ METRICS: tuple[MetricDef, ...] = (
     ),
     MetricDef("ferryman_pool_eligible_servers", "gauge", "Servers that are ready and up.", ("pool",)),
     MetricDef("ferryman_pool_servers", "gauge", "Servers configured in the pool.", ("pool",)),
+    MetricDef(
+        "ferryman_migrations_total",
+        "counter",
+        "Live migrations of frames connections by outcome: committed, rolled_back, aborted, deferred.",
+        ("outcome",),
+    ),
+    MetricDef("ferryman_migrations_in_progress", "gauge", "Live migrations running now.", ()),
+    MetricDef(
+        "ferryman_migration_pause_seconds_sum", "counter", "Total client pause of committed migrations.", ()
+    ),
+    MetricDef("ferryman_migration_pause_seconds_count", "counter", "Migrations with a measured pause.", ()),
+    MetricDef(
+        "ferryman_migration_state_bytes_total",
+        "counter",
+        "Session-state bytes sent to migration targets: precopy (before the pause) or replay (during it).",
+        ("phase",),
+    ),
+    MetricDef(
+        "ferryman_migration_partitions_total",
+        "counter",
+        "Partitions of migrated sessions: present in the session, or replayed to the target.",
+        ("kind",),
+    ),
+    MetricDef(
+        "ferryman_migration_unknown_outcomes_total",
+        "counter",
+        "Requests answered with unknown_outcome because their server died before answering.",
+        (),
+    ),
     MetricDef("ferryman_learner_up", "gauge", "1 while the learner process runs.", ()),
     MetricDef("ferryman_learner_restarts_total", "counter", "Times the learner process was restarted.", ()),
     MetricDef("ferryman_learner_snapshots_sent_total", "counter", "Per-tick snapshots sent to the learner.", ()),

@@ -62,7 +62,9 @@ async def test_metrics_parse_as_prometheus_text() -> None:
         for family in families.values():
             assert family.name.startswith("ferryman_")
             for sample in family.samples:
-                assert set(sample.labels) <= {"listener", "pool", "server", "status", "state", "result", "version"}
+                assert set(sample.labels) <= {
+                    "listener", "pool", "server", "status", "state", "result", "version", "outcome", "phase", "kind"
+                }  # fmt: skip
         writer.close()
     await b.stop()
 

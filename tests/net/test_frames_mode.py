@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from replay import tokens
 from tests.net.frames_support import FramesClient, GameServer, frames_config
@@ -67,6 +68,11 @@ async def test_migration_moves_the_session_and_replays_only_required_partitions(
         async with http.get("/stats") as r:
             stats = (await r.json())["migrations"]
         assert stats["outcomes"]["committed"] == 1
+        async with http.get("/metrics") as r:
+            families = {f.name: f for f in text_string_to_metric_families(await r.text())}
+        committed = [s for s in families["ferryman_migrations"].samples if s.labels.get("outcome") == "committed"]
+        assert committed[0].value == 1
+        assert families["ferryman_migration_pause_seconds_count"].samples[0].value == 1
         # Errors: unknown connection, unknown server, bad body, no token.
         async with http.post("/connections/999999/migrate", json={"target": "s2"}, headers=AUTH) as r:
             assert r.status == 404
