@@ -23,15 +23,11 @@ import asyncio
 import io
 import math
 import random
-import signal
-import socket
-import sys
 import time
 from typing import Any
 
-import msgpack
-
 from bench._common import fmt_number, machine_info, markdown_table, write_results
+from replay.demo_client import DemoBackendProcess, FramesClient, port_outside_ephemeral_range
 
 STATE_PARTITIONS = {"game": 48 * 1024, "cart": 12 * 1024, "auth": 4 * 1024}
 
@@ -39,76 +35,7 @@ STATE_PARTITIONS = {"game": 48 * 1024, "cart": 12 * 1024, "auth": 4 * 1024}
 # -- plumbing -------------------------------------------------------------------------------------
 
 
-def _port_below_ephemeral_range(rng: random.Random) -> int:
-    """A free port outside the range the kernel uses for outgoing connections, so that a killed
-    server can be restarted on its own port."""
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        low = int(f.read().split()[0])
-    while True:
-        port = rng.randrange(max(1024, low - 8000), low)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-
-
-class Server:
-    """A demo game server process."""
-
-    def __init__(self, name: str, requires: tuple[str, ...], port: int) -> None:
-        self.name, self.requires, self.port = name, requires, port
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> Server:
-        args = [sys.executable, "-m", "replay.demo_backend", "--port", str(self.port), "--name", self.name]
-        if self.requires:
-            args += ["--requires", ",".join(self.requires)]
-        self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(20):
-            line = (await self.proc.stdout.readline()).decode()
-        if not line.startswith("listening "):
-            raise RuntimeError(f"server {self.name} did not start")
-        return self
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            await self.proc.wait()
-
-
-class Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, address: tuple[str, int]) -> Client:
-        return cls(*await asyncio.open_connection(*address))
-
-    def send(self, msg: Any) -> None:
-        body = msgpack.packb(msg, use_bin_type=True)
-        self.writer.write(len(body).to_bytes(4, "big") + body)
-
-    async def recv(self) -> Any:
-        async with asyncio.timeout(30):
-            header = await self.reader.readexactly(4)
-            body = await self.reader.readexactly(int.from_bytes(header, "big"))
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
-
-    async def call(self, msg: Any) -> Any:
-        self.send(msg)
-        return await self.recv()
-
-
-def _config(servers: list[Server], *, health: bool) -> str:
+def _config(servers: list[DemoBackendProcess], *, health: bool) -> str:
     lines = "\n".join(
         f"      - {{name: {s.name}, address: '127.0.0.1:{s.port}', requires: [{', '.join(s.requires)}]}}"
         for s in servers
@@ -161,7 +88,7 @@ def _state_of(size: int, prefix: str) -> dict[str, str]:
 # -- part 1: pause and bytes ----------------------------------------------------------------------
 
 
-async def pause_and_bytes(servers: list[Server], migrations: int) -> dict[str, Any]:
+async def pause_and_bytes(servers: list[DemoBackendProcess], migrations: int) -> dict[str, Any]:
     from replay.canonical import canonical_packb
 
     runtime, task = await _proxy(_config(servers, health=False))
@@ -170,7 +97,7 @@ async def pause_and_bytes(servers: list[Server], migrations: int) -> dict[str, A
         for name, size in STATE_PARTITIONS.items():
             runtime.store.set_partition_data(sid, name, _state_of(size, name[0]))
         whole = sum(len(canonical_packb(runtime.store.get_partition_data(sid, n).data)) for n in STATE_PARTITIONS)
-        client = await Client.open(runtime.listener_address("play"))
+        client = await FramesClient.open(runtime.listener_address("play"))
         await client.call({"op": "hello", "sid": sid})
         (conn_id,) = [c["id"] for c in runtime.connections()]
         stop = asyncio.Event()
@@ -232,13 +159,13 @@ async def pause_and_bytes(servers: list[Server], migrations: int) -> dict[str, A
 # -- part 2: rate ---------------------------------------------------------------------------------
 
 
-async def rate(servers: list[Server], connections: int, seconds: float, movers: int) -> dict[str, Any]:
+async def rate(servers: list[DemoBackendProcess], connections: int, seconds: float, movers: int) -> dict[str, Any]:
     runtime, task = await _proxy(_config(servers, health=False))
     try:
         address = runtime.listener_address("play")
         clients = []
         for i in range(connections):
-            c = await Client.open(address)
+            c = await FramesClient.open(address)
             await c.call({"op": "hello", "sid": f"r{i}"})
             await c.call({"op": "login", "user": f"u{i}"})
             clients.append(c)
@@ -290,7 +217,7 @@ async def rate(servers: list[Server], connections: int, seconds: float, movers: 
 
 
 async def torture(
-    servers: list[Server], *, clients: int, window: int, target_migrations: int, kill_every: int
+    servers: list[DemoBackendProcess], *, clients: int, window: int, target_migrations: int, kill_every: int
 ) -> dict[str, Any]:
     runtime, task = await _proxy(_config(servers, health=True))
     rng = random.Random(11)
@@ -303,7 +230,7 @@ async def torture(
     hellos = [asyncio.Event() for _ in range(clients)]
 
     async def client(n: int) -> None:
-        c = await Client.open(runtime.listener_address("play"))
+        c = await FramesClient.open(runtime.listener_address("play"))
         sid = f"t{n}"
         await c.call({"op": "hello", "sid": sid})
         hellos[n].set()
@@ -385,9 +312,9 @@ async def torture(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(5)
     servers = [
-        Server("full", ("auth", "game", "cart"), _port_below_ephemeral_range(rng)),
-        Server("lean", ("auth", "game"), _port_below_ephemeral_range(rng)),
-        Server("tiny", ("game",), _port_below_ephemeral_range(rng)),
+        DemoBackendProcess("full", ("auth", "game", "cart"), port_outside_ephemeral_range(rng)),
+        DemoBackendProcess("lean", ("auth", "game"), port_outside_ephemeral_range(rng)),
+        DemoBackendProcess("tiny", ("game",), port_outside_ephemeral_range(rng)),
     ]
     for s in servers:
         await s.start()

@@ -20,8 +20,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import msgpack
-
 from proxy.conf import load_config_text
 from proxy.logs import Logger
 from proxy.serve import loop_factory
@@ -73,41 +71,31 @@ async def _start_backend(name: str, requires: str) -> tuple[asyncio.subprocess.P
     return proc, port
 
 
-def _frame(msg: dict[str, object]) -> bytes:
-    body = msgpack.packb(msg, use_bin_type=True)
-    return len(body).to_bytes(4, "big") + body
-
-
-async def _call(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, msg: dict[str, object]) -> dict:
-    writer.write(_frame(msg))
-    await writer.drain()
-    header = await reader.readexactly(4)
-    return msgpack.unpackb(await reader.readexactly(int.from_bytes(header, "big")), raw=False)
-
-
 async def _client(i: int, port: int, seen: Counter[str], rng: random.Random) -> None:
     """One player: a session that lives across reconnects, a counter and a cart."""
+    from replay.demo_client import FramesClient
+
     sid = f"player-{i}"
     while True:
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            client = await FramesClient.open(("127.0.0.1", port), timeout_s=10.0)
         except OSError:
             await asyncio.sleep(0.5)
             continue
         try:
-            await _call(reader, writer, {"op": "hello", "sid": sid})
-            await _call(reader, writer, {"op": "login", "user": f"user{i}"})
+            await client.call({"op": "hello", "sid": sid})
+            await client.call({"op": "login", "user": f"user{i}"})
             for n in range(rng.randint(20, 200)):
                 if rng.random() < 0.1:
-                    reply = await _call(reader, writer, {"op": "cart_add", "item": f"item{n}"})
+                    reply = await client.call({"op": "cart_add", "item": f"item{n}"})
                 else:
-                    reply = await _call(reader, writer, {"op": "incr", "key": "score", "seq": n})
+                    reply = await client.call({"op": "incr", "key": "score", "seq": n})
                 seen[str(reply.get("server"))] += 1
                 await asyncio.sleep(rng.uniform(0.02, 0.2))
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
             await asyncio.sleep(0.2)
         finally:
-            writer.close()
+            client.close()
 
 
 async def _migrate_now_and_then(runtime: Any, names: list[str], rng: random.Random, every_s: float) -> None:

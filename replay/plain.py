@@ -64,6 +64,18 @@ from typing import Any
 import msgpack
 
 from replay.canonical import canonical_packb
+from replay.migration import (  # the events and actions both machines share
+    ClientGone,
+    CloseSource,
+    CloseTarget,
+    ConnectTarget,
+    DeliverToClient,
+    PauseClient,
+    ResumeClient,
+    SourceFailed,
+    TargetConnected,
+    TargetFailed,
+)
 from replay.store.base import InvalidName, StoreLimits, validate_partition_name
 
 __all__ = [
@@ -685,30 +697,10 @@ class SourceReply:
 
 
 @dataclass(frozen=True, slots=True)
-class SourceFailed:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class TargetConnected:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
 class TargetReply:
     """A frame from the target server."""
 
     body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class TargetFailed:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClientGone:
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -720,18 +712,8 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
-class PauseClient:
-    """Stop forwarding client frames to the source; hand every frame read to the machine instead."""
-
-
-@dataclass(frozen=True, slots=True)
 class StopReadingClient:
     """The buffer of client frames is full: stop reading the client socket (TCP backpressure)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectTarget:
-    server: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -739,11 +721,6 @@ class SendTarget:
     """Write one replayed frame body to the target (the shell adds the length prefix)."""
 
     partition: str
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverToClient:
     body: bytes
 
 
@@ -770,21 +747,6 @@ class ReleaseClientFrames:
     source after a rollback."""
 
     frames: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeClient:
-    """Forward client frames normally again (and read the client socket again)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CloseTarget:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSource:
-    pass
 
 
 @dataclass

@@ -1,12 +1,9 @@
-"""A frames-mode client and in-process demo game servers, for the frames tests."""
+"""In-process demo game servers and frames-listener configurations, for the frames tests."""
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from typing import Any
-
-import msgpack
 
 from replay.demo_backend import build_server
 from replay.sdk import Server
@@ -31,40 +28,6 @@ class GameServer:
 
     async def stop(self) -> None:
         await self.server.close()
-
-
-class FramesClient:
-    """A client of a frames listener: 4-byte big-endian length, msgpack maps."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, address: tuple[str, int]) -> FramesClient:
-        reader, writer = await asyncio.open_connection(*address)
-        return cls(reader, writer)
-
-    def send(self, msg: Any) -> None:
-        body = msgpack.packb(msg, use_bin_type=True)
-        self.writer.write(len(body).to_bytes(4, "big") + body)
-
-    async def recv(self) -> Any:
-        async with asyncio.timeout(10):
-            header = await self.reader.readexactly(4)
-            body = await self.reader.readexactly(int.from_bytes(header, "big"))
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
-
-    async def call(self, msg: Any) -> Any:
-        self.send(msg)
-        return await self.recv()
-
-    async def closed(self) -> bool:
-        async with asyncio.timeout(10):
-            return await self.reader.read() == b""
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def frames_config(

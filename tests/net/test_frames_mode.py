@@ -6,7 +6,8 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from replay import tokens
-from tests.net.frames_support import FramesClient, GameServer, frames_config
+from replay.demo_client import FramesClient
+from tests.net.frames_support import GameServer, frames_config
 from tests.support import running_proxy
 
 AUTH = {"Authorization": "Bearer secret"}

@@ -11,74 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
-import sys
 
-from tests.net.frames_support import FramesClient, frames_config
+from replay.demo_client import DemoBackendProcess, FramesClient
+from tests.net.frames_support import frames_config
 from tests.support import running_proxy
 
 CLIENTS = 12
 FRAMES = 150
 WINDOW = 4
-
-
-def _port_below_ephemeral_range() -> int:
-    """A free port the kernel never hands out for outgoing connections: after a kill, the restarted
-    backend must get its port back (the proxy's connects and health checks use ephemeral ports)."""
-    import socket
-
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        low = int(f.read().split()[0])
-    rng = random.Random()
-    while True:
-        port = rng.randrange(max(1024, low - 8000), low)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-
-
-class BackendProcess:
-    def __init__(self, name: str, requires: tuple[str, ...]) -> None:
-        self.name = name
-        self.requires = requires
-        self.port = 0
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> BackendProcess:
-        if not self.port:
-            self.port = _port_below_ephemeral_range()
-        args = [sys.executable, "-m", "replay.demo_backend", "--port", str(self.port), "--name", self.name]
-        if self.requires:
-            args += ["--requires", ",".join(self.requires)]
-        self.proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        async with asyncio.timeout(20):
-            line = (await self.proc.stdout.readline()).decode()
-            if not line.startswith("listening "):
-                err = (await self.proc.stderr.read()).decode()
-                raise AssertionError(f"{self.name} did not start (exit {await self.proc.wait()}): {err}")
-        self.port = int(line.split()[1].rsplit(":", 1)[1])
-        return self
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            await self.proc.wait()
 
 
 class Progress:
@@ -120,9 +60,9 @@ async def _client(
 
 async def test_migrations_and_kills_lose_duplicate_and_reorder_nothing() -> None:
     backends = [
-        await BackendProcess("s1", ("auth", "game")).start(),
-        await BackendProcess("s2", ("game",)).start(),
-        await BackendProcess("s3", ("auth", "game", "cart")).start(),
+        await DemoBackendProcess("s1", ("auth", "game")).start(),
+        await DemoBackendProcess("s2", ("game",)).start(),
+        await DemoBackendProcess("s3", ("auth", "game", "cart")).start(),
     ]
     rng = random.Random(7)
     health = "{enabled: true, interval_s: 0.05, timeout_s: 0.05, rise: 1, fall: 1}"

@@ -13,7 +13,8 @@ import asyncio
 import os
 from collections.abc import Callable
 
-from tests.net.frames_support import FramesClient, GameServer, frames_config
+from replay.demo_client import FramesClient
+from tests.net.frames_support import GameServer, frames_config
 from tests.support import running_proxy
 
 CLIENTS = 12
