@@ -439,6 +439,9 @@ class Runtime:
     async def migrate_connection(self, conn_id: int, target: str) -> dict[str, Any]:
         """Move a live ``frames`` connection to server ``target`` of its pool; the migration's report.
 
+        The connection runs its dialect's migration (``start_migration`` of ``proxy.net.frames`` or
+        ``proxy.net.plain``); both report in the same format, counted by :meth:`migration_finished`.
+
         Raises ``LookupError`` (no such connection or server) or ``ValueError`` (not a frames
         connection, or the target cannot take it).  A migration that cannot start now (rate limit,
         connection busy) is reported as ``deferred`` with its reason, not raised.
@@ -591,12 +594,6 @@ class Runtime:
                 continue
             if x.accept_proxy:
                 problems.append(f"listeners.{x.name}.accept_proxy: not available in frames mode yet")
-            pool = next((p for p in config.pools if p.name == x.pool), None)
-            if pool is not None and pool.dialect != "envelope":
-                problems.append(
-                    f"pools.{pool.name}.dialect: the plain dialect is not available in this build yet; "
-                    "use dialect: envelope (backends built on replay.sdk)"
-                )
         return problems
 
     async def _bind_all(self) -> None:

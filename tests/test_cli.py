@@ -148,9 +148,6 @@ async def test_demo_runs_and_stops(tmp_path) -> None:
 async def test_run_refuses_what_frames_mode_cannot_do_yet(tmp_path) -> None:
     path = tmp_path / "ferryman.yaml"
     text = config_text(["127.0.0.1:9"]).replace("mode: tcp", "mode: frames")
-    path.write_text(text.replace("    servers:", "    dialect: plain\n    servers:"))
-    code, _, err = await ferryman("run", "-c", str(path))
-    assert code == 1 and "plain dialect" in err
     path.write_text(text.replace("pool: game}", "pool: game, accept_proxy: true}"))
     code, _, err = await ferryman("run", "-c", str(path))
     assert code == 1 and "accept_proxy" in err

@@ -18,6 +18,7 @@ Nothing here prints or exits: callers get :class:`ConfigInvalid` with the errors
 
 from __future__ import annotations
 
+import binascii
 import difflib
 import os
 import types
@@ -40,6 +41,12 @@ MAX_VALUES = 100_000
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _TIMESTAMP, _MAP, _SEQ, _MERGE = (_TAG + t for t in ("timestamp", "map", "seq", "merge"))
+_BINARY = _TAG + "binary"
+
+
+def _is_plain_match_value(loc: Loc) -> bool:
+    """``pools[i].plain_rules[j].match.<field>`` or anything inside it: the only place bytes belong."""
+    return len(loc) >= 6 and loc[0] == "pools" and loc[2] == "plain_rules" and loc[4] == "match"
 
 # The core-schema scalar constructors are pure functions of the node; one instance serves all threads.
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
@@ -122,6 +129,13 @@ class _Reader:
         if node.tag in (_STR, _TIMESTAMP):
             # A date-like value can only be meant as text here (a path or a name).
             return node.value
+        if node.tag == _BINARY and _is_plain_match_value(loc):
+            # A plain rule compares msgpack values: !!binary is how YAML spells a msgpack bin.
+            try:
+                return binascii.a2b_base64(node.value.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                self.problems.append((_position(node), loc, f"{node.value!r} is not valid base64"))
+                return UNREADABLE
         known = _SCALARS.get(node.tag)
         if known is None:
             return self._unsupported(node, loc)

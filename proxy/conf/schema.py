@@ -159,21 +159,52 @@ TimeZone = Annotated[StrictStr, AfterValidator(_check_time_zone), Field(examples
 Partitions = Annotated[tuple[Name, ...], AfterValidator(_check_unique)]
 
 
-def _raise_at(model: str, problems: list[tuple[Loc, str]]) -> None:
+def _raise_at(model: str, problems: list[tuple[Loc, str]], inputs: list[Any] | None = None) -> None:
     """Raise one validation error per problem, each at its own location inside the model.
 
     pydantic nests a ``ValidationError`` raised by a validator under the model's location, so the
-    loader can point at the exact field rather than at the enclosing mapping."""
+    loader can point at the exact field rather than at the enclosing mapping.  ``inputs`` gives the
+    offending value of each problem (the loader skips values it already reported as unreadable)."""
     if problems:
         raise ValidationError.from_exception_data(
             model,
             [
                 InitErrorDetails(
-                    type=PydanticCustomError("ferryman", "{message}", {"message": msg}), loc=loc, input=None
+                    type=PydanticCustomError("ferryman", "{message}", {"message": msg}),
+                    loc=loc,
+                    input=None if inputs is None else inputs[i],
                 )
-                for loc, msg in problems
+                for i, (loc, msg) in enumerate(problems)
             ],
         )
+
+
+def _value_at(data: Any, path: Loc) -> Any:
+    """The value at ``path`` inside nested lists and mappings, or None where there is none."""
+    for step in path:
+        if isinstance(data, Mapping) and step in data:
+            data = data[step]
+        elif isinstance(data, list | tuple) and type(step) is int and 0 <= step < len(data):
+            data = data[step]
+        else:
+            return None
+    return data
+
+
+class _Derived:
+    """A value computed from a model's fields, kept with it: equal to any other, so that comparing two
+    configurations compares only what the file says (the fields), not objects built from it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Derived)
+
+    def __hash__(self) -> int:
+        return 0
 
 
 class _Model(BaseModel):
@@ -395,7 +426,46 @@ class Pool(_Model):
         description="frames mode: values of the client frames' 'op' field that are safe to resend when a "
         "backend died before answering (others get an unknown_outcome error frame).",
     )
+    plain_rules: tuple[dict[str, Any], ...] = Field(
+        default=(),
+        description="dialect plain: rules that classify client frames into recorded partitions "
+        "(match, partition, compaction, key, replies, max_frames, max_bytes, overflow; docs/plain.md).",
+    )
+    plain_default_replies: StrictInt = Field(
+        default=1,
+        ge=0,
+        description="dialect plain: server frames per client frame that matches no rule.",
+    )
+    plain_greeting_frames: StrictInt = Field(
+        default=0,
+        ge=0,
+        description="dialect plain: frames a server sends by itself right after a connection opens.",
+    )
     servers: tuple[Server, ...] = Field(min_length=1, description="The pool's servers; at least one.")
+
+    _plain_ruleset: _Derived | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _plain_rules_valid(self) -> Pool:
+        from replay.plain import RuleError, RuleSet
+
+        try:
+            ruleset = RuleSet.from_config(list(self.plain_rules), default_replies=self.plain_default_replies)
+        except RuleError as exc:
+            _raise_at(
+                "Pool",
+                [(("plain_rules", *p.loc), p.message) for p in exc.problems],
+                [_value_at(self.plain_rules, p.loc) for p in exc.problems],
+            )
+        else:
+            self._plain_ruleset = _Derived(ruleset)
+        return self
+
+    def plain_ruleset(self) -> Any:
+        """The pool's ``plain_rules`` as a :class:`replay.plain.RuleSet` (built once, when validated)."""
+        derived = self._plain_ruleset
+        assert derived is not None, "a Pool built without validation"
+        return derived.value
 
     def requires_of(self, server: Server) -> tuple[str, ...]:
         """The partitions ``server`` needs: its own list, or else the pool's."""

@@ -183,6 +183,9 @@ class BackendLink(asyncio.Protocol):
 class FramesClient(asyncio.Protocol):
     """Client half of a ``frames`` connection, and owner of its backend link(s)."""
 
+    #: The protocol of a backend connection (the plain dialect's client replaces it).
+    link_class: type[BackendLink] = BackendLink
+
     def __init__(self, listener: Listener) -> None:
         settings = listener.settings
         self.listener = listener
@@ -426,7 +429,7 @@ class FramesClient(asyncio.Protocol):
 
     def _open_link(self, server: ServerState, on_done: Any) -> tuple[BackendLink, asyncio.Task[Any]]:
         loop = self.listener.loop
-        link = BackendLink(self, server)
+        link = self.link_class(self, server)
         task = loop.create_task(loop.create_connection(lambda: link, server.host, server.port))
         task.add_done_callback(on_done)
         return link, task

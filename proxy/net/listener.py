@@ -57,10 +57,9 @@ class Listener:
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        factory: Any
         if self.settings.mode == "frames":
-            from proxy.net.frames import FramesClient
-
-            factory: Any = lambda: FramesClient(self)  # noqa: E731
+            factory = self._frames_client
         else:
             factory = lambda: ClientSide(self)  # noqa: E731
         self.server = await loop.create_server(
@@ -73,6 +72,16 @@ class Listener:
         sock = self.server.sockets[0]
         addr = sock.getsockname()
         self.bound = (addr[0], addr[1])
+
+    def _frames_client(self) -> Any:
+        """The client protocol of a frames connection, by its pool's dialect (read per connection:
+        a reload may change it)."""
+        from proxy.net.frames import FramesClient
+        from proxy.net.plain import PlainClient
+
+        if self.pool().settings.dialect == "plain":
+            return PlainClient(self)
+        return FramesClient(self)
 
     def stop_accepting(self) -> None:
         if self.server is not None:

@@ -188,7 +188,7 @@ def test_schema_describes_every_field_under_its_file_name() -> None:
     assert set(schema["$defs"]["Pool"]["properties"]) == {
         "name", "balance", "hash_key", "hash_balance_factor", "dialect", "requires", "connect_timeout_s",
         "connect_retries", "send_proxy", "health_check", "migration_timeout_s", "migrations_per_s", "idempotent",
-        "servers",
+        "plain_rules", "plain_default_replies", "plain_greeting_frames", "servers",
     }  # fmt: skip
     assert schema["$defs"]["Pool"]["additionalProperties"] is False
     undescribed = [
