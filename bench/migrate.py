@@ -217,7 +217,13 @@ async def rate(servers: list[DemoBackendProcess], connections: int, seconds: flo
 
 
 async def torture(
-    servers: list[DemoBackendProcess], *, clients: int, window: int, target_migrations: int, kill_every: int
+    servers: list[DemoBackendProcess],
+    *,
+    clients: int,
+    window: int,
+    target_migrations: int,
+    kill_every: int,
+    movers: int,
 ) -> dict[str, Any]:
     runtime, task = await _proxy(_config(servers, health=True))
     rng = random.Random(11)
@@ -256,34 +262,35 @@ async def torture(
         results[sid] = {"sent": sent, "answered": answered, "unknown": unknown}
         c.writer.close()
 
-    async def migrate_forever() -> None:
+    async def migrate_forever(k: int) -> None:
         nonlocal committed, kills
         names = [s.name for s in servers]
-        next_kill = kill_every
+        mine = random.Random(k)
         while committed < target_migrations:
-            conns = runtime.connections()
-            conn = rng.choice(conns)
+            conn = mine.choice(runtime.connections())
             try:
-                report = await runtime.migrate_connection(conn["id"], rng.choice(names))
+                report = await runtime.migrate_connection(conn["id"], mine.choice(names))
             except (LookupError, ValueError):
                 report = {"outcome": "refused"}
             if report["outcome"] == "committed":
                 committed += 1
-                if committed >= next_kill:
-                    next_kill += kill_every
-                    victim = rng.choice(servers)
-                    await victim.kill()
-                    await victim.start()
-                    kills += 1
+                if committed % kill_every == 0 and not killing.locked():
+                    async with killing:  # one server down at a time
+                        victim = rng.choice(servers)
+                        await victim.kill()
+                        await victim.start()
+                        kills += 1
             await asyncio.sleep(0)
         done.set()
+
+    killing = asyncio.Lock()
 
     started = time.perf_counter()
     try:
         workers = [asyncio.create_task(client(n)) for n in range(clients)]
         async with asyncio.timeout(30):
             await asyncio.gather(*(hello.wait() for hello in hellos))
-        await migrate_forever()
+        await asyncio.gather(*(migrate_forever(k) for k in range(movers)))
         async with asyncio.timeout(120):
             await asyncio.gather(*workers)
         stats = runtime.migrations.as_dict()
@@ -294,6 +301,7 @@ async def torture(
     return {
         "clients": clients,
         "window": window,
+        "movers": movers,
         "elapsed_s": elapsed,
         "migrations_committed": stats["outcomes"]["committed"],
         "outcomes": stats["outcomes"],
@@ -330,6 +338,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             window=args.window,
             target_migrations=args.migrations,
             kill_every=args.kill_every,
+            movers=args.movers,
         )
     finally:
         for s in servers:
@@ -344,7 +353,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--connections", type=int, default=500)
     parser.add_argument("--movers", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--window", type=int, default=4)
     parser.add_argument("--migrations", type=int, default=100_000)
     parser.add_argument("--kill-every", type=int, default=5000, help="kill and restart a server every N commits")
