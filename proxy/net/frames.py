@@ -715,12 +715,7 @@ class FramesClient(asyncio.Protocol):
             elif kind is mig.Commit:
                 self._commit(action)
             elif kind is mig.CloseTarget:
-                if self._target_task is not None:
-                    self._target_task.cancel()
-                    self._target_task = None
-                if self.target is not None:
-                    self.target.close()
-                    self.target = None
+                self._close_target()
             elif kind is mig.CloseSource:
                 pass  # done in _commit: the old link is closed once Release is written
             elif kind is mig.Finished:
@@ -732,6 +727,15 @@ class FramesClient(asyncio.Protocol):
                 self.migration_timer.cancel()
             timeout = self.runtime.pools[self.conn.pool.name].settings.migration_timeout_s
             self.migration_timer = self.listener.loop.call_later(timeout, self._phase_timeout)
+
+    def _close_target(self) -> None:
+        """Give up on the migration target: cancel its connect, close its link."""
+        if self._target_task is not None:
+            self._target_task.cancel()
+            self._target_task = None
+        if self.target is not None:
+            self.target.close()
+            self.target = None
 
     def _target_connected(self, task: asyncio.Task[Any]) -> None:
         if task is not self._target_task:

@@ -372,12 +372,7 @@ class PlainClient(FramesClient):
                         break
                     self._forward(body)
             elif kind is plain.CloseTarget:
-                if self._target_task is not None:
-                    self._target_task.cancel()
-                    self._target_task = None
-                if self.target is not None:
-                    self.target.close()
-                    self.target = None
+                self._close_target()
             elif kind is plain.CloseSource:
                 pass  # done in _finished, once the route has flipped
             elif kind is plain.Finished:
