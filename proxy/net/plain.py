@@ -87,6 +87,7 @@ class PlainClient(FramesClient):
     """Client half of a ``frames`` connection whose pool speaks the plain dialect."""
 
     link_class = PlainLink
+    fast_forward = False  # every client frame goes through the recorder (``_forward``)
 
     def __init__(self, listener: Listener) -> None:
         super().__init__(listener)
