@@ -67,6 +67,31 @@ from replay.store.base import PartitionState, PartitionStore
 EMPTY_PARTITION = PartitionState(0, {})
 
 
+def required_state(
+    store: PartitionStore, sid: str, requires: Sequence[str]
+) -> tuple[dict[str, PartitionState], int]:
+    """``requires ∩ present`` as the store has them, plus every other required partition as an empty
+    version 0 (docs/protocol.md): a backend then never has to ask for a partition it needs that the
+    session does not have yet, which saves a ``missing`` round trip.  Also how many partitions the
+    session has."""
+    present = store.get_partition_list(sid)
+    out = {}
+    for name in requires:
+        state = store.get_partition_data(sid, name) if name in present else None
+        out[name] = state if state is not None else EMPTY_PARTITION
+    return out, len(present)
+
+
+def apply_deltas(store: PartitionStore, sid: str, deltas: Mapping[str, Any]) -> None:
+    """Write a backend's reported deltas to the store (a full ``data`` replaces the partition).
+    Raises ``StoreError`` for a delta the store refuses (a version that does not follow, bad data)."""
+    for name, delta in deltas.items():
+        if delta.data is not None:
+            store.set_partition_data(sid, name, delta.data, version=delta.version)
+        else:
+            store.apply_delta(sid, name, delta.version, delta.set_, delta.delete)
+
+
 class Phase(enum.Enum):
     CONNECTING = "connecting"
     ATTACHING = "attaching"
@@ -306,16 +331,9 @@ class Migration:
     # -- internals -------------------------------------------------------------------------------
 
     def _partitions(self, requires: Sequence[str]) -> dict[str, PartitionState]:
-        """``requires ∩ present`` as the store has them, plus every other required partition as an
-        empty version 0 (docs/protocol.md): a backend then never has to ask for a partition it needs
-        that the session does not have yet, which saves a ``missing`` round trip per new session."""
-        present = self.store.get_partition_list(self.sid)
-        self.report.partitions_present = len(present)
-        out = {}
-        for name in requires:
-            state = self.store.get_partition_data(self.sid, name) if name in present else None
-            out[name] = state if state is not None else EMPTY_PARTITION
-        return out
+        state, present = required_state(self.store, self.sid, requires)
+        self.report.partitions_present = present
+        return state
 
     def _attach(self, requires: Sequence[str], epoch: int, *, precopy: bool, next_seq: int | None = None) -> Attach:
         state = self._partitions(requires)
@@ -329,13 +347,6 @@ class Migration:
 
     def _digests_ok(self, digests: Mapping[str, int]) -> bool:
         return all(digests.get(name) == digest for name, digest in self.expected.items())
-
-    def _apply_deltas(self, deltas: Mapping[str, Any]) -> None:
-        for name, delta in deltas.items():
-            if delta.data is not None:
-                self.store.set_partition_data(self.sid, name, delta.data, version=delta.version)
-            else:
-                self.store.apply_delta(self.sid, name, delta.version, delta.set_, delta.delete)
 
     def _from_target(self, env: Any, now_s: float) -> list[Any]:
         kind = type(env)
@@ -362,17 +373,17 @@ class Migration:
             if env.seq >= self.seen_next_seq:
                 self.seen_next_seq = env.seq + 1  # answered here: the target's next seq is past it
             if env.deltas:
-                self._apply_deltas(env.deltas)
+                apply_deltas(self.store, self.sid, env.deltas)
             return [] if env.body is None else [DeliverToClient(env.body)]
         if kind is Push:
             if env.deltas:
-                self._apply_deltas(env.deltas)
+                apply_deltas(self.store, self.sid, env.deltas)
             return [DeliverToClient(env.body)]
         if kind is Fenced and self.phase is Phase.FENCING:
             self.source_fenced = True
             self.fenced_last_seq = env.last_seq
             if env.deltas:
-                self._apply_deltas(env.deltas)
+                apply_deltas(self.store, self.sid, env.deltas)
             self.unapplied = [(seq, body) for seq, body in sorted(self.inflight.items()) if seq > env.last_seq]
             if self.pending_rollback is not None:
                 return self._rollback(self.pending_rollback, now_s)

@@ -58,7 +58,7 @@ class MigrationStats:
             bucket = self._buckets[target] = TokenBucket(rate, now_s)
         return bucket.take(now_s)
 
-    def started(self, target: str) -> None:
+    def started(self) -> None:
         self.in_progress += 1
 
     def deferred(self, report: dict[str, Any]) -> None:

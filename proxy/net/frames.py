@@ -57,7 +57,7 @@ from replay import migration as mig
 from replay import tokens
 from replay.envelope import Attach, Attached, Error, Fenced, Missing, Push, Req, Res, Restore, Restored
 from replay.frames import FrameDecoder, FrameEncoder, FrameError, FrameTooLarge
-from replay.store.base import PartitionState, StoreError
+from replay.store.base import StoreError
 
 if TYPE_CHECKING:
     from proxy.core.pool import ServerState
@@ -66,8 +66,6 @@ if TYPE_CHECKING:
 #: Backend links are trusted more than clients but still bounded: an envelope carries a client frame
 #: plus state (attach and restore carry whole partitions).
 MAX_ENVELOPE_BYTES = 64 << 20
-
-
 
 #: Packs hot-path envelopes; one per process is safe (only the event loop's thread uses it).
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
@@ -129,28 +127,28 @@ class BackendLink(asyncio.Protocol):
                 m = unpackb(payload)
             except Exception:  # the full decoder below says what is wrong
                 m = None
-            if type(m) is dict and len(m) <= 3 and m.get("t") == "res":
+            # Only "t", "seq" and "body" may be there: a res carrying deltas takes the full decoder.
+            if type(m) is dict and m.get("t") == "res" and len(m) == 2 + ("body" in m):
                 seq = m.get("seq")
                 body = m.get("body")
                 if type(seq) is int and 0 < seq <= 0xFFFFFFFFFFFFFFFF and (body is None or type(body) is bytes):
-                    if len(m) == 3 or body is None:
-                        if (
-                            body is not None
-                            and owner.fast_replies
-                            and owner.link is self
-                            and owner.migration is None
-                            and owner.inflight.pop(seq, None) is not None
-                        ):
-                            # The steady state, inline: the reply goes straight to the client.
-                            owner.progressed = True
-                            owner.frames_out += 1
-                            owner.bytes_out += len(body)
-                            owner.transport.write(owner.header_of(len(body)) + body)
-                            if owner.client_eof:
-                                owner._maybe_finished()
-                            continue
-                        owner.res_received(self, seq, body)
+                    if (
+                        body is not None
+                        and owner.fast_replies
+                        and owner.link is self
+                        and owner.migration is None
+                        and owner.inflight.pop(seq, None) is not None
+                    ):
+                        # The steady state, inline: the reply goes straight to the client.
+                        owner.progressed = True
+                        owner.frames_out += 1
+                        owner.bytes_out += len(body)
+                        owner.transport.write(owner.header_of(len(body)) + body)
+                        if owner.client_eof:
+                            owner._maybe_finished()
                         continue
+                    owner.res_received(self, seq, body)
+                    continue
             try:
                 envelope = decode(payload)
             except env_mod.EnvelopeError as exc:
@@ -201,8 +199,6 @@ class FramesClient(asyncio.Protocol):
 
     #: The protocol of a backend connection (the plain dialect's client replaces it).
     link_class: type[BackendLink] = BackendLink
-    #: Whether client frames may take the inline envelope path of ``data_received`` (not in plain).
-    fast_forward = True
 
     def __init__(self, listener: Listener) -> None:
         settings = listener.settings
@@ -252,7 +248,6 @@ class FramesClient(asyncio.Protocol):
         self.client_eof = False
         self.frames_in = 0
         self.frames_out = 0
-        self.ops: dict[str, int] = {}
         # Migration.
         self.migration: mig.Migration | None = None
         self.target: BackendLink | None = None
@@ -283,22 +278,6 @@ class FramesClient(asyncio.Protocol):
         except FrameError as exc:
             self._client_error("bad_frame", str(exc))
             return
-        if self.fast_forward and self.sid is not None and not self.held and not self.pending and not self.closed:
-            # The steady state, inline: every frame becomes a req on the current link.
-            link = self.link
-            transport = link.transport if link is not None else None
-            if transport is not None and not link.closed:  # type: ignore[union-attr]
-                inflight = self.inflight
-                seq = self.next_seq
-                for body in frames:
-                    inflight[seq] = body
-                    payload = _pack({"t": "req", "seq": seq, "body": body})
-                    transport.write(len(payload).to_bytes(4, "big") + payload)
-                    seq += 1
-                self.next_seq = seq
-                self.frames_in += len(frames)
-                link.server.frames_total += len(frames)  # type: ignore[union-attr]
-                return
         for body in frames:
             if self.closed:
                 return
@@ -513,29 +492,25 @@ class FramesClient(asyncio.Protocol):
         link = self.link
         assert link is not None and self.sid is not None
         self.epoch = next_epoch(self.epoch)
-        state = self._required_state(link.server)
+        state, _ = mig.required_state(self.runtime.store, self.sid, link.server.requires)
         self.expected = {name: ps.digest for name, ps in state.items()}
         link.send(Attach(self.sid, self.epoch, state, self.next_seq, False, self.token))
 
-    def _required_state(self, server: ServerState) -> dict[str, PartitionState]:
-        """What ``server`` needs of the session: present partitions as stored, the others empty."""
-        store = self.runtime.store
-        sid = self.sid
-        present = store.get_partition_list(sid)
-        out = {}
-        for name in server.requires:
-            ps = store.get_partition_data(sid, name) if name in present else None
-            out[name] = ps if ps is not None else mig.EMPTY_PARTITION
-        return out
-
     def res_received(self, link: BackendLink, seq: int, body: bytes | None) -> None:
-        """A ``res`` without deltas: the common reply, handled without an envelope object."""
+        """A ``res`` without deltas, handled without an envelope object unless a migration runs."""
         if self.migration is not None or link is not self.link:
             self.from_link(link, Res(seq, body))
-            return
+        else:
+            self._answered(seq, body, None)
+
+    def _answered(self, seq: int, body: bytes | None, deltas: Any) -> None:
+        """The current server's ``res`` for request ``seq``: its deltas into the store, then the body
+        to the client."""
         self.progressed = True
         if self.inflight.pop(seq, None) is None:
             self._backend_error(f"server answered request {seq}, which is not outstanding")
+            return
+        if deltas and not self._apply_deltas(deltas):
             return
         if body is not None:
             self.send_to_client(body)
@@ -570,17 +545,7 @@ class FramesClient(asyncio.Protocol):
             return  # a link being closed: nothing it says matters any more
         kind = type(envelope)
         if kind is Res:
-            self.progressed = True
-            body = self.inflight.pop(envelope.seq, None)
-            if body is None:
-                self._backend_error(f"server answered request {envelope.seq}, which is not outstanding")
-                return
-            if envelope.deltas and not self._apply_deltas(envelope.deltas):
-                return
-            if envelope.body is not None:
-                self.send_to_client(envelope.body)
-            if self.client_eof:
-                self._maybe_finished()
+            self._answered(envelope.seq, envelope.body, envelope.deltas)
         elif kind is Push:
             if envelope.deltas and not self._apply_deltas(envelope.deltas):
                 return
@@ -616,25 +581,15 @@ class FramesClient(asyncio.Protocol):
             return
         if self.restoring_from is not None:
             return  # already restoring: the resend after it covers this request too
-        store = self.runtime.store
-        state = {}
-        for name in envelope.partitions:
-            ps = store.get_partition_data(self.sid, name)
-            state[name] = ps if ps is not None else mig.EMPTY_PARTITION
+        state, _ = mig.required_state(self.runtime.store, self.sid, envelope.partitions)  # type: ignore[arg-type]
         self.expected = {name: ps.digest for name, ps in state.items()}
         self.restoring_from = envelope.seq
         self.held = True
         self.link.send(Restore(self.epoch, state))  # type: ignore[union-attr]
 
     def _apply_deltas(self, deltas: Any) -> bool:
-        store = self.runtime.store
-        sid = self.sid
         try:
-            for name, delta in deltas.items():
-                if delta.data is not None:
-                    store.set_partition_data(sid, name, delta.data, version=delta.version)
-                else:
-                    store.apply_delta(sid, name, delta.version, delta.set_, delta.delete)
+            mig.apply_deltas(self.runtime.store, self.sid, deltas)  # type: ignore[arg-type]
         except StoreError as exc:
             self._backend_error(f"state delta refused by the store: {exc}")
             return False
@@ -686,18 +641,38 @@ class FramesClient(asyncio.Protocol):
             now_s=time.monotonic(),
             idempotent=(lambda body: _op_of(body) in idempotent_ops) if idempotent_ops else (lambda body: False),
         )
-        self.migration_done = done
         self.migration_phase = None
-        self.source = link
-        self._target_server = target
-        self.conn.pool.acquire(target)  # the target's slot is held from now on (bounded load counts it)
-        self.runtime.migrations.started(target.name)
+        self._begin_migration(target, done)
         actions = self.migration.start()
         if source_lost is not None:
             self.held = True  # nothing more goes to the dead server
             actions += self.migration.handle(mig.SourceFailed(source_lost), time.monotonic())
         self._run_migration_actions(actions)
         return done
+
+    def _begin_migration(self, target: ServerState, done: asyncio.Future[dict[str, Any]]) -> None:
+        """Bookkeeping every dialect's migration starts with: the source is the current link, and
+        the target's slot is held from now on (bounded load counts it)."""
+        self.migration_done = done
+        self.source = self.link
+        self._target_server = target
+        self.conn.pool.acquire(target)
+        self.runtime.migrations.started()
+
+    def _flip_route(self) -> BackendLink:
+        """Commit: the migration target becomes the connection's link and holds its server slot."""
+        target = self.target
+        assert target is not None
+        self.link = target
+        self.target = None
+        if self.client_write_paused and target.transport is not None:
+            target.transport.pause_reading()  # the client is still not reading: hold its replies back
+        server = self.conn.server
+        if server is not None:
+            self.conn.pool.release(server, 0, 0)
+        self.conn.server = target.server  # its slot was acquired when the migration started
+        self._target_server = None
+        return target
 
     def _rebuild(self, reason: str) -> None:
         """The backend died outside a migration: rebuild the session on another server."""
@@ -802,14 +777,8 @@ class FramesClient(asyncio.Protocol):
     def _commit(self, action: mig.Commit) -> None:
         # A restore the source was doing no longer matters: the target gets every unapplied request.
         self.restoring_from = None
-        target = self.target
-        assert target is not None
-        pool = self.conn.pool
-        self.link = target
-        self.target = None
+        target = self._flip_route()
         self.epoch = action.epoch
-        if self.client_write_paused and target.transport is not None:
-            target.transport.pause_reading()  # the client is still not reading: hold its replies back
         machine = self.migration
         assert machine is not None
         self.expected = dict(machine.expected)
@@ -817,11 +786,6 @@ class FramesClient(asyncio.Protocol):
         if action.next_seq != machine.next_seq:
             # The source applied requests after the pre-copy attach: tell the target where seq stands.
             target.send(Attach(self.sid, action.epoch, {}, action.next_seq))
-        server = self.conn.server
-        if server is not None:
-            pool.release(server, 0, 0)
-        self.conn.server = target.server  # its slot was acquired when the migration started
-        self._target_server = None
 
     def _finished(self, action: mig.Finished) -> None:
         if self.migration_timer is not None:
@@ -837,9 +801,7 @@ class FramesClient(asyncio.Protocol):
         if target_server is not None:  # not committed: give back the target's slot
             self.conn.pool.release(target_server, 0, 0)
             self._target_server = None
-        if self.target is not None:
-            self.target.close()
-            self.target = None
+        self._close_target()
         self.migrations += 1
         self.progressed = not self.inflight
         report = action.report.as_dict()

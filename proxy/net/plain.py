@@ -87,7 +87,6 @@ class PlainClient(FramesClient):
     """Client half of a ``frames`` connection whose pool speaks the plain dialect."""
 
     link_class = PlainLink
-    fast_forward = False  # every client frame goes through the recorder (``_forward``)
 
     def __init__(self, listener: Listener) -> None:
         super().__init__(listener)
@@ -310,11 +309,7 @@ class PlainClient(FramesClient):
             max_buffered_bytes=self.max_buffered,
         )
         self.migration = machine  # type: ignore[assignment]
-        self.migration_done = done
-        self.source = link
-        self._target_server = target
-        self.conn.pool.acquire(target)  # the target's slot is held from now on (bounded load counts it)
-        self.runtime.migrations.started(target.name)
+        self._begin_migration(target, done)
         actions = machine.start()
         if not machine.done:
             # Frames already waiting here (reading paused) are the machine's to hold from now on.
@@ -386,18 +381,8 @@ class PlainClient(FramesClient):
             self.deadline_timer = self.listener.loop.call_at(machine.deadline_s, self._tick)
 
     def _plain_commit(self) -> None:
-        target = self.target
-        assert target is not None
-        self.link = target
-        self.target = None
+        target = self._flip_route()
         target.greeting_left = 0  # type: ignore[attr-defined]  # the machine swallowed it
-        if self.client_write_paused and target.transport is not None:
-            target.transport.pause_reading()  # the client is still not reading: hold its replies back
-        server = self.conn.server
-        if server is not None:
-            self.conn.pool.release(server, 0, 0)
-        self.conn.server = target.server  # its slot was acquired when the migration started
-        self._target_server = None
 
     def _finished(self, action: Any) -> None:
         if self.deadline_timer is not None:

@@ -160,3 +160,31 @@ async def test_an_oversized_frame_closes_only_that_connection() -> None:
         good.close()
     for s in servers:
         await s.stop()
+
+
+async def test_state_changes_on_a_reply_without_a_body_reach_the_store() -> None:
+    import msgpack
+
+    from replay.sdk import Server
+
+    server = Server("s1", requires=("game",))
+
+    @server.handler
+    async def on_frame(session, body: bytes) -> bytes | None:
+        msg = msgpack.unpackb(body)
+        if msg.get("op") == "silent":
+            session.state["game"]["x"] = msg["value"]
+            return None  # a res with deltas and no body: nothing for the client
+        return msgpack.packb({"x": session.state["game"].get("x")})
+
+    _, port = await server.start("127.0.0.1", 0)
+    game = GameServer("s1")
+    game.port = port
+    async with running_proxy(frames_config([game])) as rt:
+        c = await FramesClient.open(rt.listener_address("play"))
+        c.send({"op": "silent", "sid": "quiet", "value": 7})
+        assert await c.call({"op": "read"}) == {"x": 7}
+        state = rt.store.get_partition_data("quiet", "game")
+        assert state is not None and state.data == {"x": 7} and state.version == 1
+        c.close()
+    await server.close()
