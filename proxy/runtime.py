@@ -161,7 +161,7 @@ class Runtime:
         if self._stop_event.is_set() or hard:
             self._hard_stop = True
             self.log.warning("stop_forced")
-            for listener in self._all_listeners():
+            for listener in self.all_listeners():
                 listener.close_all("shutdown", hard=True)
             self._drained_event.set()
         self._stop_event.set()
@@ -203,7 +203,7 @@ class Runtime:
                 for pool in self.pools.values():
                     if pool.check_task is not None:
                         pool.check_task.cancel()
-                for listener in self._all_listeners():
+                for listener in self.all_listeners():
                     listener.cancel_connects()
         finally:
             if install_signals:
@@ -334,7 +334,7 @@ class Runtime:
         return ended
 
     def total_connections(self) -> int:
-        return sum(len(listener.connections) for listener in self._all_listeners())
+        return sum(len(listener.connections) for listener in self.all_listeners())
 
     # -- views for the admin API -----------------------------------------------------------------
 
@@ -382,7 +382,7 @@ class Runtime:
         pool = self.pools[name]
         state = pool.state
         live: dict[int, tuple[int, int]] = {}
-        for listener in self._all_listeners():
+        for listener in self.all_listeners():
             for client in listener.connections.values():
                 server = client.conn.server
                 if server is not None and client.conn.pool is state:
@@ -422,7 +422,7 @@ class Runtime:
     def connections(self, limit: int | None = None) -> list[dict[str, Any]]:
         now = time.time()
         out: list[dict[str, Any]] = []
-        for listener in self._all_listeners():
+        for listener in self.all_listeners():
             remaining = None if limit is None else limit - len(out)
             if remaining is not None and remaining <= 0:
                 break
@@ -430,7 +430,7 @@ class Runtime:
         return out
 
     def find_client(self, conn_id: int) -> tuple[Listener, Any] | None:
-        for listener in self._all_listeners():
+        for listener in self.all_listeners():
             client = listener.connections.get(conn_id)
             if client is not None:
                 return listener, client
@@ -488,11 +488,8 @@ class Runtime:
             self.log.info("migration_not_committed", **report)
 
     def connection(self, conn_id: int) -> dict[str, Any] | None:
-        for listener in self._all_listeners():
-            client = listener.connections.get(conn_id)
-            if client is not None:
-                return describe_connection(listener.name, client, time.time())
-        return None
+        found = self.find_client(conn_id)
+        return None if found is None else describe_connection(found[0].name, found[1], time.time())
 
     def query_series(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
         """``GET /series`` (called in a worker thread): read the learner's store, read-only use."""
@@ -582,7 +579,7 @@ class Runtime:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _all_listeners(self) -> list[Listener]:
+    def all_listeners(self) -> list[Listener]:
         return [*self.listeners.values(), *self.retired_listeners]
 
     @staticmethod
@@ -657,7 +654,7 @@ class Runtime:
         while True:
             tick_s = self.config.global_.tick_s
             await asyncio.sleep(tick_s)
-            for listener in self._all_listeners():
+            for listener in self.all_listeners():
                 listener.sweep(tick_s)
             for listener in list(self.retired_listeners):
                 if not listener.connections:
@@ -767,7 +764,7 @@ class Runtime:
         self.draining = True
         timeout_s = self.config.global_.drain_timeout_s
         self.log.info("drain_started", connections=self.total_connections(), drain_timeout_s=timeout_s)
-        for listener in self._all_listeners():
+        for listener in self.all_listeners():
             listener.stop_accepting()
         if self.total_connections() == 0:
             self._drained_event.set()
@@ -777,7 +774,7 @@ class Runtime:
         except TimeoutError:
             left = self.total_connections()
             self.log.warning("drain_timed_out", connections=left)
-            for listener in self._all_listeners():
+            for listener in self.all_listeners():
                 listener.close_all("drain_timeout")
         self.access_log.flush()
         self.log.info("drain_finished")

@@ -113,7 +113,7 @@ class PoolFleet:
         """The pool's frames connections that are bound to a server."""
         state = self.state
         out = []
-        for listener in (*self.runtime.listeners.values(), *self.runtime.retired_listeners):
+        for listener in self.runtime.all_listeners():
             if listener.settings.mode != "frames":
                 continue
             for client in listener.connections.values():

@@ -74,7 +74,13 @@ def _fake_runtime() -> Any:
         }
     )
     pools = {"game": SimpleNamespace(state=state)}
-    return SimpleNamespace(pools=pools, listeners={"play": listener, "tcp": tcp}, retired_listeners=set(), learner=learner)
+    return SimpleNamespace(
+        pools=pools,
+        listeners={"play": listener, "tcp": tcp},
+        retired_listeners=set(),
+        all_listeners=lambda: [listener, tcp],
+        learner=learner,
+    )
 
 
 def test_fleet_lists_bound_frames_connections_with_their_scores() -> None:
