@@ -695,7 +695,12 @@ class FramesClient(asyncio.Protocol):
         machine = self.migration
         if machine is None:
             return
-        self._run_migration_actions(machine.handle(event, time.monotonic()))
+        try:
+            actions = machine.handle(event, time.monotonic())
+        except StoreError as exc:  # a delta from the source the store refuses: as outside a migration
+            self._backend_error(f"state delta refused by the store: {exc}")
+            return
+        self._run_migration_actions(actions)
 
     def _phase_timeout(self) -> None:
         self.migration_timer = None

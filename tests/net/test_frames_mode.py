@@ -188,3 +188,51 @@ async def test_state_changes_on_a_reply_without_a_body_reach_the_store() -> None
         assert state is not None and state.data == {"x": 7} and state.version == 1
         c.close()
     await server.close()
+
+
+async def test_a_delta_the_store_refuses_during_a_migration_ends_only_that_connection() -> None:
+    import asyncio
+
+    import msgpack
+
+    from replay.sdk import Server
+
+    entered, gate = asyncio.Event(), asyncio.Event()
+    servers = []
+    for name in ("s1", "s2"):
+        server = Server(name, requires=("game",))
+
+        @server.handler
+        async def on_frame(session, body: bytes, name: str = name) -> bytes | None:
+            if msgpack.unpackb(body).get("op") == "slow":
+                entered.set()
+                await gate.wait()  # answered only once the migration has fenced this server
+            session.state["game"]["n"] = session.state["game"].get("n", 0) + 1
+            return msgpack.packb({"server": name})
+
+        servers.append(server)
+    games = []
+    for name, server in zip(("s1", "s2"), servers, strict=True):
+        _, port = await server.start("127.0.0.1", 0)
+        g = GameServer(name)
+        g.port = port
+        games.append(g)
+    async with running_proxy(frames_config(games, pool="balance: round_robin")) as rt:
+        c = await FramesClient.open(rt.listener_address("play"), timeout_s=10)
+        assert (await c.call({"op": "bump", "sid": "bad"}))["server"] == "s1"
+        other = await FramesClient.open(rt.listener_address("play"), timeout_s=10)
+        await other.call({"op": "bump", "sid": "good"})
+        (conn_id,) = [x["id"] for x in rt.connections() if x["session"] == "bad"]
+        c.send({"op": "slow"})
+        await entered.wait()
+        # The store moves on behind the server's back: the delta of its answer no longer follows.
+        rt.store.set_partition_data("bad", "game", {"n": 100})
+        migration = asyncio.create_task(rt.migrate_connection(conn_id, "s2"))
+        gate.set()
+        reply = await c.recv()
+        assert reply["error"] == "server_error" and "refused by the store" in reply["message"]
+        assert (await migration)["outcome"] == "aborted"
+        assert (await other.call({"op": "bump"}))["server"] in ("s1", "s2")  # the other session is fine
+        other.close()
+    for server in servers:
+        await server.close()
