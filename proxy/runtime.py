@@ -233,9 +233,6 @@ class Runtime:
                     return self._reload_failed([str(e) for e in exc.errors])
                 except OSError as exc:
                     return self._reload_failed([f"{self.config_path}: {exc.strerror or exc}"])
-            problems = self.unsupported(config)
-            if problems:
-                return self._reload_failed(problems)
             try:
                 changes = await self._apply(config)
             except OSError as exc:
@@ -582,21 +579,7 @@ class Runtime:
     def all_listeners(self) -> list[Listener]:
         return [*self.listeners.values(), *self.retired_listeners]
 
-    @staticmethod
-    def unsupported(config: Any) -> list[str]:
-        """What this build cannot serve although the file format allows it."""
-        problems = []
-        for x in config.listeners:
-            if x.mode != "frames":
-                continue
-            if x.accept_proxy:
-                problems.append(f"listeners.{x.name}.accept_proxy: not available in frames mode yet")
-        return problems
-
     async def _bind_all(self) -> None:
-        problems = self.unsupported(self.config)
-        if problems:
-            raise OSError("; ".join(problems))
         for settings in self.config.listeners:
             listener = Listener(self, settings)
             host, port = parse_hostport(settings.bind)

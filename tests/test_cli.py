@@ -145,9 +145,20 @@ async def test_demo_runs_and_stops(tmp_path) -> None:
     assert "replies per backend" in out
 
 
-async def test_run_refuses_what_frames_mode_cannot_do_yet(tmp_path) -> None:
+async def test_run_serves_a_frames_listener_with_accept_proxy(tmp_path) -> None:
     path = tmp_path / "ferryman.yaml"
     text = config_text(["127.0.0.1:9"]).replace("mode: tcp", "mode: frames")
     path.write_text(text.replace("pool: game}", "pool: game, accept_proxy: true}"))
-    code, _, err = await ferryman("run", "-c", str(path))
-    assert code == 1 and "accept_proxy" in err
+    p = await start_run(path)
+    started = await p.event("proxy_started")
+    host, port = started["listeners"]["front"].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"\x00\x00\x00\x01\x80")  # a frame where the PROXY header must come first
+    failed = await p.event("conn_failed")
+    assert failed["status"] == "proxy_protocol_error"
+    async with asyncio.timeout(10):
+        assert await reader.read() == b""
+    writer.close()
+    p.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        assert await p.proc.wait() == 0

@@ -279,8 +279,8 @@ class Listener(_Model):
     backlog: StrictInt = Field(default=1024, ge=1, description="listen(2) backlog of the socket.")
     accept_proxy: StrictBool = Field(
         default=False,
-        description="Expect a PROXY protocol v1 or v2 header from every client (opt-in, never guessed); "
-        "its source address becomes the client address.",
+        description="Expect a PROXY protocol v1 or v2 header from every client (opt-in, never guessed), "
+        "before its bytes (tcp) or its first frame (frames); its source address becomes the client address.",
     )
     proxy_header_timeout_s: Seconds = Field(
         default=3.0,

@@ -224,11 +224,7 @@ class Connection:
             return self._close("server_error" if event.error else "server_closed", event.error)  # type: ignore[union-attr]
         if state is ConnState.AWAITING_HEADER:
             if kind is HeaderParsed:
-                header = event.header  # type: ignore[union-attr]
-                if header.source_ip is not None:
-                    self.client_ip, self.client_port = header.source_ip, header.source_port or 0
-                if header.dest_ip is not None:
-                    self.local_ip, self.local_port = header.dest_ip, header.dest_port or 0
+                self.take_header(event.header)  # type: ignore[union-attr]
                 self.state = ConnState.CONNECTING
                 return self._connect_next()
             if kind is HeaderInvalid:
@@ -266,6 +262,15 @@ class Connection:
                 return self._close("server_closed")
             return [_SHUTDOWN_CLIENT]
         return []
+
+    def take_header(self, header: proxy_protocol.ProxyHeader) -> None:
+        """Take the original addresses from a client's PROXY header.  ``UNKNOWN`` (v1) and ``LOCAL`` or
+        ``UNSPEC`` (v2) headers carry none: the socket's addresses stay.  ``HeaderParsed`` does this
+        and connects; frames mode calls it alone, as its placement waits for the first frame."""
+        if header.source_ip is not None:
+            self.client_ip, self.client_port = header.source_ip, header.source_port or 0
+        if header.dest_ip is not None:
+            self.local_ip, self.local_port = header.dest_ip, header.dest_port or 0
 
     def finish(self, bytes_in: int, bytes_out: int) -> None:
         """Release the server slot; called by the shell once, after it performed ``Close``."""

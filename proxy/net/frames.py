@@ -40,12 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from proxy.core import proxy_protocol
 from proxy.core.connection import (
     UPSTREAM_CONNECTED,
     ClientLost,
     Close,
     ConnectUpstream,
     ConnState,
+    HeaderInvalid,
     StartRelay,
     TimedOut,
     UpstreamFailed,
@@ -107,6 +109,9 @@ class BackendLink(asyncio.Protocol):
             return
         high, low = self.owner.listener.water_marks
         self.transport.set_write_buffer_limits(high, low)  # type: ignore[union-attr]
+        header = self.owner.proxy_header
+        if header is not None:
+            self.transport.write(header)  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         self.nbytes += len(data)
@@ -194,6 +199,28 @@ class BackendLink(asyncio.Protocol):
                 self.transport.close()
 
 
+class _AwaitingProxyHeader:
+    """A client's frame decoder while its PROXY header is incomplete (``accept_proxy``): the bytes go
+    to :meth:`FramesClient._proxy_header_data`, and only those after the header reach the real decoder,
+    which then takes its place again.  So frames cannot start before the header, and the per-frame path
+    has no check for it."""
+
+    __slots__ = ("buf", "client", "decoder")
+
+    at_boundary = False  # not a frame boundary: no frame path may start before the header is complete
+
+    def __init__(self, client: FramesClient, decoder: FrameDecoder) -> None:
+        self.client = client
+        self.decoder = decoder
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return self.client._proxy_header_data(self, data)
+
+    def eof(self) -> None:
+        pass  # no frame was cut short: the connection ends as client_closed, as in tcp mode
+
+
 class FramesClient(asyncio.Protocol):
     """Client half of a ``frames`` connection, and owner of its backend link(s)."""
 
@@ -226,6 +253,7 @@ class FramesClient(asyncio.Protocol):
         self.bytes_out = 0
         self.connect_task: asyncio.Task[Any] | None = None
         self.connect_deadline_s = 0.0
+        self.header_timer: asyncio.TimerHandle | None = None  # accept_proxy: until the header is complete
         self.idle_s = 0.0
         self.last_activity = 0
         self.closed = False
@@ -259,7 +287,9 @@ class FramesClient(asyncio.Protocol):
         self._target_server: ServerState | None = None
         self._target_task: asyncio.Task[Any] | None = None
         self.source: BackendLink | None = None  # the link a migration moves away from
-        self._pending_header: bytes | None = None
+        # The pool's PROXY header (send_proxy) for this client, written first on every backend link:
+        # the first server's and those a migration or rebuild moves the session to.
+        self.proxy_header: bytes | None = None
 
     # -- client side: asyncio callbacks ----------------------------------------------------------
 
@@ -319,6 +349,37 @@ class FramesClient(asyncio.Protocol):
         link = self.link
         if link is not None and link.transport is not None and not link.closed:
             link.transport.resume_reading()
+
+    # -- accept_proxy: the PROXY header before the first frame -----------------------------------
+
+    def expect_proxy_header(self) -> None:
+        """Called at accept on an ``accept_proxy`` listener (which also starts ``header_timer``): the
+        stream starts with a PROXY protocol v1 or v2 header, parsed as in tcp mode, then the frames."""
+        self.decoder = _AwaitingProxyHeader(self, self.decoder)  # type: ignore[assignment]
+
+    def _proxy_header_data(self, stage: _AwaitingProxyHeader, data: bytes) -> list[bytes]:
+        """Client bytes while the header is incomplete; once it is, the frames that follow it in the
+        same read.  A bad header closes the connection as tcp mode does (``proxy_protocol_error``,
+        without an error frame: the client has not been shown to speak frames)."""
+        if self.closed:
+            return []
+        buf = stage.buf
+        buf += data
+        try:
+            parsed = proxy_protocol.parse(buf)
+        except proxy_protocol.ProxyProtocolError as exc:
+            self.apply(self.conn.handle(HeaderInvalid(str(exc))))
+            return []
+        if parsed is None:
+            return []
+        header, consumed = parsed
+        self.nbytes -= consumed  # the header is ours, not the client's payload
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+        self.conn.take_header(header)
+        self.decoder = stage.decoder
+        return self.decoder.feed(buf[consumed:])
 
     # -- client frames ---------------------------------------------------------------------------
 
@@ -456,7 +517,7 @@ class FramesClient(asyncio.Protocol):
     def _connect(self, action: ConnectUpstream) -> None:
         self.link, self.connect_task = self._open_link(action.server, self._connect_done)
         self.connect_deadline_s = time.monotonic() + self.conn.connect_timeout_s
-        self._pending_header = action.proxy_header
+        self.proxy_header = action.proxy_header
 
     def _connect_done(self, task: asyncio.Task[Any]) -> None:
         if task is not self.connect_task:
@@ -476,9 +537,6 @@ class FramesClient(asyncio.Protocol):
             self.link = None
             self.apply(self.conn.handle(UpstreamFailed(describe_error(exc) or "error")))
             return
-        header = self._pending_header
-        if header is not None and link.transport is not None:
-            link.transport.write(header)
         self.apply(self.conn.handle(UPSTREAM_CONNECTED))
 
     def connect_expired(self) -> None:
@@ -840,6 +898,9 @@ class FramesClient(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
         if self.migration is not None:
             self._migration_event(mig.ClientGone())
         if self.migration_timer is not None:

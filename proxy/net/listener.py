@@ -129,13 +129,15 @@ class Listener:
         self.connections[conn.id] = client
         high, low = self.water_marks
         transport.set_write_buffer_limits(high, low)
-        if settings.mode == "frames":
-            return  # the first frame names the session; placement waits for it
         if settings.accept_proxy:
             client.header_timer = asyncio.get_running_loop().call_later(
                 settings.proxy_header_timeout_s,
                 lambda: client.apply(conn.handle(TimedOut("proxy_header_timeout"))),
             )
+        if settings.mode == "frames":
+            if settings.accept_proxy:
+                client.expect_proxy_header()  # type: ignore[attr-defined]
+            return  # the first frame names the session; placement waits for it
         client.apply(conn.start(expect_proxy_header=settings.accept_proxy))
 
     def connection_done(self, client: ClientSide, action: Close) -> None:
