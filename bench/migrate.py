@@ -7,7 +7,8 @@ Three parts, one run, the proxy on uvloop in this process and the demo game serv
    ``cart`` 12 KiB, ``auth`` 4 KiB) moves back and forth between a server that requires
    ``[auth, game, cart]`` and one that requires ``[auth, game]`` while its client keeps sending
    ``incr`` frames; every migration's pause (client gated to resumed, as the proxy measures it) and
-   the bytes it pre-copied and replayed, against what replaying the whole session would send.
+   the bytes it pre-copied and replayed, against what replaying the whole session would send, and the
+   bytes replayed during the pause alone (deltas from the pre-copied versions, docs/frames.md).
 2. **rate**: many connections, migrated by several concurrent movers for a few seconds: committed
    migrations per second across the proxy.
 3. **no loss under fire**: clients send numbered ``incr`` frames (a window in flight each) while
@@ -116,6 +117,7 @@ async def pause_and_bytes(servers: list[DemoBackendProcess], migrations: int) ->
         pauses: list[float] = []
         selective: list[int] = []
         whole_session: list[int] = []
+        paused: list[int] = []
         sizes = {n: runtime.store.get_partition_data(sid, n).canonical_size for n in STATE_PARTITIONS}
         outcomes: dict[str, int] = {}
         names = [s.name for s in servers[:2]]
@@ -129,7 +131,9 @@ async def pause_and_bytes(servers: list[DemoBackendProcess], migrations: int) ->
             outcomes[report["outcome"]] = outcomes.get(report["outcome"], 0) + 1
             if report["outcome"] == "committed":
                 pauses.append(report["pause_s"])
-                sent = sum(report["precopy_bytes"].values()) + sum(report["replay_bytes"].values())
+                replayed = sum(report["replay_bytes"].values())
+                paused.append(replayed)
+                sent = sum(report["precopy_bytes"].values()) + replayed
                 selective.append(sent)
                 # Whole-session replay would also pre-copy what the target does not need.
                 skipped = sum(sizes[n] for n in STATE_PARTITIONS if n not in report["precopy_bytes"])
@@ -153,6 +157,7 @@ async def pause_and_bytes(servers: list[DemoBackendProcess], migrations: int) ->
         "state_bytes": whole,
         "selective_bytes_per_migration": sum(selective) / len(selective),
         "whole_session_bytes_per_migration": sum(whole_session) / len(whole_session),
+        "replay_bytes_per_migration": sum(paused) / len(paused),
     }
 
 
@@ -370,6 +375,7 @@ def main(argv: list[str]) -> int:
          f"{p['pause_p50_ms']:.3f} / {p['pause_p99_ms']:.3f} / {p['pause_max_ms']:.3f}", "p50 <= 2, p99 <= 5"],
         ["bytes per migration: selective / whole session",
          f"{fmt_number(p['selective_bytes_per_migration'])} / {fmt_number(p['whole_session_bytes_per_migration'])}", ""],
+        ["of which replayed during the pause", fmt_number(p["replay_bytes_per_migration"]), ""],
         [f"migrations per second ({r['connections']} connections, {r['movers']} movers)",
          fmt_number(r["migrations_per_s"]), ">= 2,000"],
         [f"migrations under fire ({t['server_kills']} server kills)", fmt_number(t["migrations_committed"]),

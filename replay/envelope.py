@@ -40,6 +40,7 @@ __all__ = [
     "EMPTY",
     "ERROR_CODES",
     "FRAME_TOO_LARGE",
+    "RESTORE_DELTAS",
     "STALE_EPOCH",
     "UNKNOWN_SESSION",
     "Ack",
@@ -60,6 +61,7 @@ __all__ = [
     "Req",
     "Res",
     "Restore",
+    "RestoreDelta",
     "Restored",
     "decode",
     "decode_from_backend",
@@ -79,6 +81,10 @@ STALE_EPOCH = "stale_epoch"  # epoch below the highest seen for the session
 BAD_SEQ = "bad_seq"  # a req whose seq is not the one expected
 BAD_STATE = "bad_state"  # an envelope not allowed now (attach for another sid, restore after fence)
 ERROR_CODES = frozenset({BAD_ENVELOPE, FRAME_TOO_LARGE, UNKNOWN_SESSION, STALE_EPOCH, BAD_SEQ, BAD_STATE})
+
+# --- features a backend advertises in ``attached`` (docs/protocol.md, "attached") ---------------------
+
+RESTORE_DELTAS = "restore_deltas"  # applies ``restore`` deltas (``deltas`` next to ``state``)
 
 MAX_UINT64 = (1 << 64) - 1
 MAX_SID_BYTES = 128
@@ -149,6 +155,29 @@ class Delta:
         return wire
 
 
+@dataclass(frozen=True, slots=True)
+class RestoreDelta:
+    """One partition's change in a ``restore``: applied to version ``base`` it gives ``version``.
+
+    ``version`` > ``base`` (several versions at once); key-wise only (``set_`` and ``delete``, never a
+    full ``data``: that is what ``Restore.state`` is for).  The receiver must hold exactly version
+    ``base`` (docs/protocol.md, "restore").
+    """
+
+    base: int
+    version: int
+    set_: Mapping[Any, Any] = EMPTY
+    delete: tuple[Any, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"from": self.base, "v": self.version}
+        if self.set_:
+            wire["set"] = _plain(self.set_)
+        if self.delete:
+            wire["del"] = self.delete
+        return wire
+
+
 # --- proxy -> backend -------------------------------------------------------------------------------
 
 
@@ -192,9 +221,15 @@ class Restore:
     TYPE: ClassVar[str] = "restore"
     epoch: int
     state: Mapping[str, PartitionState]
+    # Partitions sent as a delta from a version the backend holds; only to a backend that advertised
+    # ``restore_deltas``.  A partition is in ``state`` or in ``deltas``, never both.
+    deltas: Mapping[str, RestoreDelta] = EMPTY
 
     def to_wire(self) -> dict[str, Any]:
-        return {"t": "restore", "epoch": self.epoch, "state": _state_wire(self.state)}
+        wire = {"t": "restore", "epoch": self.epoch, "state": _state_wire(self.state)}
+        if self.deltas:
+            wire["deltas"] = {name: d.to_wire() for name, d in self.deltas.items()}
+        return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +270,7 @@ class Attached:
     digests: Mapping[str, int]
     versions: Mapping[str, int] = EMPTY
     requires: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()  # optional protocol features the backend supports (RESTORE_DELTAS)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -247,6 +283,8 @@ class Attached:
             wire["versions"] = _plain(self.versions)
         if self.requires:
             wire["requires"] = list(self.requires)
+        if self.features:
+            wire["features"] = list(self.features)
         return wire
 
 
@@ -488,6 +526,29 @@ def _delta(value: Any, where: str) -> Delta:
     return Delta(version, set_, dels)
 
 
+def _restore_delta(value: Any, where: str) -> RestoreDelta:
+    d = _ensure_map(value, where)
+    base = _uint(d, "from", where)
+    version = _uint(d, "v", where, 1)
+    if version <= base:
+        _fail(f"{where}.v", f"expected an integer above 'from' ({base}), got {version}")
+    if "data" in d:
+        _fail(where, "a restore delta carries set/del, not data (a full state goes in restore.state)")
+    set_ = d.get("set", _MISSING)
+    set_ = EMPTY if set_ is _MISSING else _data(set_, f"{where}.set")
+    delete = d.get("del", _MISSING)
+    if delete is _MISSING:
+        dels: tuple[Any, ...] = ()
+    else:
+        if type(delete) is not list:
+            _fail(f"{where}.del", f"expected an array, got {_describe(delete)}")
+        _check_keys(delete, f"{where}.del")
+        dels = tuple(delete)
+        if set_ and any(k in set_ for k in dels):
+            _fail(where, "names the same key in both set and del")
+    return RestoreDelta(base, version, set_, dels)
+
+
 def _deltas(m: dict[str, Any], where: str) -> Mapping[str, Delta]:
     raw = m.get("deltas", _MISSING)
     if raw is _MISSING:
@@ -549,7 +610,20 @@ def _d_req(m: dict[str, Any]) -> Req:
 
 
 def _d_restore(m: dict[str, Any]) -> Restore:
-    return Restore(_uint(m, "epoch", "restore"), _state(m, "state", "restore"))
+    epoch = _uint(m, "epoch", "restore")
+    state = _state(m, "state", "restore")
+    raw = m.get("deltas", _MISSING)
+    if raw is _MISSING:
+        return Restore(epoch, state)
+    raw = _ensure_map(raw, "restore.deltas")
+    deltas: dict[str, RestoreDelta] = {}
+    for name, d in raw.items():
+        at = f"restore.deltas[{name!r}]"
+        validate_partition_name(name, at)
+        if name in state:
+            _fail(at, "the partition is also in restore.state")
+        deltas[name] = _restore_delta(d, at)
+    return Restore(epoch, state, deltas)
 
 
 def _d_fence(m: dict[str, Any]) -> Fence:
@@ -566,12 +640,21 @@ def _d_ack(m: dict[str, Any]) -> Ack:
 
 def _d_attached(m: dict[str, Any]) -> Attached:
     requires = m.get("requires", _MISSING)
+    features = m.get("features", _MISSING)
+    if features is _MISSING:
+        features = ()
+    else:
+        # Unknown features are kept (and ignored by the proxy): only the type is checked.
+        if type(features) is not list or any(type(f) is not str for f in features):
+            _fail("attached.features", f"expected an array of str, got {_describe(features)}")
+        features = tuple(features)
     return Attached(
         validate_sid(m.get("sid", _MISSING), "attached.sid"),
         _uint(m, "epoch", "attached"),
         _uint_map(m, "digests", "attached", True),
         _uint_map(m, "versions", "attached", False),
         () if requires is _MISSING else _names(requires, "attached.requires", non_empty=False),
+        features,
     )
 
 

@@ -13,7 +13,9 @@ docs/protocol.md "Migration, as the proxy runs it"):
 3. **fenced** — the source reports ``last_seq`` (highest request applied) and any unreported deltas.
    Requests forwarded with ``seq > last_seq`` were not applied: they will be resent to the target.
 4. **replay** — partitions of ``requires(target)`` whose version moved since the pre-copy (or that
-   appeared) are sent with ``restore``; the digests the target reports must equal the store's.
+   appeared) are sent with ``restore``: as a delta from the pre-copied version when the target
+   advertised ``restore_deltas`` and the delta is smaller, else in full.  The digests the target
+   reports (of whole partitions) must equal the store's.
 5. **commit** — the route flips to the target, the unapplied requests are resent in order, buffered
    client frames are released, and the source is released.
 
@@ -48,7 +50,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
+from replay.canonical import canonical_packb
 from replay.envelope import (
+    RESTORE_DELTAS,
     Attach,
     Attached,
     Error,
@@ -61,10 +67,16 @@ from replay.envelope import (
     Res,
     Restore,
     Restored,
+    RestoreDelta,
 )
 from replay.store.base import PartitionState, PartitionStore
 
 EMPTY_PARTITION = PartitionState(0, {})
+
+# Values of these exact types are equal exactly when their msgpack encodings are (not float: 0.0 and
+# -0.0 are equal in Python, not on the wire; containers may hold either).
+_EXACT = frozenset({str, int, bytes, bool, type(None)})
+_ABSENT: Any = object()
 
 
 def required_state(
@@ -90,6 +102,58 @@ def apply_deltas(store: PartitionStore, sid: str, deltas: Mapping[str, Any]) -> 
             store.set_partition_data(sid, name, delta.data, version=delta.version)
         else:
             store.apply_delta(sid, name, delta.version, delta.set_, delta.delete)
+
+
+def restore_delta(base: PartitionState, current: PartitionState) -> tuple[RestoreDelta, int] | None:
+    """The ``restore`` delta that turns ``base`` (what the target holds) into ``current``, and its size
+    (canonical msgpack of the delta as it goes on the wire); ``None`` when it would not be smaller than
+    ``current`` sent in full (``current.canonical_size``), or when ``current`` is not newer.
+
+    Values are compared as msgpack encodes them, so ``1`` -> ``True`` or ``0.0`` -> ``-0.0`` is a
+    change; a value re-encoded with its nested maps in another order may be sent although equal,
+    which costs bytes, never correctness (the target's digest of the whole partition is checked).
+    Costs one dictionary lookup per key plus two ``packb`` per non-scalar value, and gives up as soon
+    as the delta outgrows the full state.
+    """
+    if current.version <= base.version or not base.data:
+        return None  # from nothing, a delta is the full state plus its overhead
+    limit = current.canonical_size
+    old = base.data
+    new = current.data
+    packb = msgpack.packb
+    set_: dict[Any, Any] = {}
+    added = 0
+    # Bytes of the entries so far: a lower bound of the delta's size (plain msgpack of stored values
+    # is as long as canonical msgpack), so giving up on it never drops a delta that would fit.
+    size = 0
+    for key, value in new.items():
+        before = old.get(key, _ABSENT)
+        kind = type(value)
+        if kind is type(before) and kind in _EXACT:
+            if before == value:
+                continue
+            packed = packb(value)
+        else:
+            packed = packb(value)
+            if before is _ABSENT:
+                added += 1
+            elif packb(before) == packed:
+                continue
+        set_[key] = value
+        size += len(packb(key)) + len(packed)
+        if size >= limit:
+            return None
+    delete: list[Any] = []
+    if len(new) - added < len(old):  # some key of the pre-copy is gone
+        for key in old:
+            if key not in new:
+                delete.append(key)
+                size += len(packb(key))
+                if size >= limit:
+                    return None
+    delta = RestoreDelta(base.version, current.version, set_, tuple(delete))
+    size = len(canonical_packb(delta.to_wire()))
+    return (delta, size) if size < limit else None
 
 
 class Phase(enum.Enum):
@@ -214,7 +278,14 @@ class Finished:
 
 @dataclass
 class MigrationReport:
-    """What every migration measures (DESIGN §5)."""
+    """What every migration measures (DESIGN §5).
+
+    ``precopy_bytes[p]``: canonical msgpack size of partition ``p``'s data sent in the pre-copy
+    ``attach`` (partitions at version 0 are not counted).  ``replay_bytes[p]``: what the replay's
+    ``restore`` sent for ``p`` during the pause: the canonical size of the delta as it goes on the
+    wire (``{"from", "v", "set", "del"}``) when a delta was sent, else of the full data.
+    ``partitions_replayed``: partitions the target received (pre-copied or replayed).
+    """
 
     source: str
     target: str
@@ -286,6 +357,10 @@ class Migration:
         self.idempotent = idempotent
         self.phase = Phase.CONNECTING
         self.precopy_versions: dict[str, int] = {}
+        # What the pre-copy sent, to diff against at replay: the store's read-only view of each
+        # partition (shared with the store's readers, never changed by later writes), not a copy.
+        self.precopy: dict[str, PartitionState] = {}
+        self.target_deltas = False  # the target advertised restore_deltas
         self.expected: dict[str, int] = {}  # partition -> digest the target must report
         self.source_fenced = False
         self.fenced_last_seq = 0
@@ -341,6 +416,7 @@ class Migration:
             self.expected[name] = part.digest
             if precopy:
                 self.precopy_versions[name] = part.version
+                self.precopy[name] = part
                 if part.version:
                     self.report.precopy_bytes[name] = part.canonical_size
         return Attach(sid=self.sid, epoch=epoch, state=state, next_seq=self.next_seq if next_seq is None else next_seq)
@@ -355,6 +431,7 @@ class Migration:
         if kind is Attached and self.phase is Phase.ATTACHING:
             if not self._digests_ok(env.digests):
                 return self._rollback("digest mismatch after pre-copy", now_s)
+            self.target_deltas = RESTORE_DELTAS in env.features
             if not self.source_alive:
                 return self._rebuild(now_s)
             self.phase = Phase.FENCING
@@ -397,17 +474,34 @@ class Migration:
         return []
 
     def _replay(self, now_s: float) -> list[Any]:
-        changed: dict[str, PartitionState] = {}
-        for name, state in self._partitions(self.target_requires).items():
-            if self.precopy_versions.get(name) != state.version:
-                changed[name] = state
-                self.expected[name] = state.digest
-                self.report.replay_bytes[name] = state.canonical_size
-        self.report.partitions_replayed = len({n for n, v in self.precopy_versions.items() if v} | set(changed))
-        if not changed:
+        restore = self._replay_restore()
+        if restore is None:
             return self._commit(now_s)
         self.phase = Phase.RESTORING
-        return [SendTarget(Restore(epoch=self.new_epoch, state=changed))]
+        return [SendTarget(restore)]
+
+    def _replay_restore(self) -> Restore | None:
+        """The ``restore`` of every target partition whose version moved since the pre-copy (``None``
+        if none did): a delta from the pre-copied version where the target takes deltas and the delta
+        is smaller, the full state otherwise.  Sets the digests the target must then report."""
+        full: dict[str, PartitionState] = {}
+        deltas: dict[str, RestoreDelta] = {}
+        for name, state in self._partitions(self.target_requires).items():
+            base = self.precopy.get(name)
+            if base is not None and base.version == state.version:
+                continue
+            self.expected[name] = state.digest
+            found = restore_delta(base, state) if self.target_deltas and base is not None else None
+            if found is not None:
+                deltas[name], self.report.replay_bytes[name] = found
+            else:
+                full[name] = state
+                self.report.replay_bytes[name] = state.canonical_size
+        replayed = {n for n, v in self.precopy_versions.items() if v} | set(full) | set(deltas)
+        self.report.partitions_replayed = len(replayed)
+        if not full and not deltas:
+            return None
+        return Restore(epoch=self.new_epoch, state=full, deltas=deltas)
 
     def _unapplied_now(self) -> None:
         """Recompute what the fenced source did not apply from everything in flight now, so that a
@@ -499,15 +593,9 @@ class Migration:
                 self.report.unknown_outcomes += 1
         self.unapplied = resend
         self.inflight.clear()
-        changed = {}
-        for name, state in self._partitions(self.target_requires).items():
-            if self.precopy_versions.get(name) != state.version:
-                changed[name] = state
-                self.expected[name] = state.digest
-                self.report.replay_bytes[name] = state.canonical_size
-        self.report.partitions_replayed = len({n for n, v in self.precopy_versions.items() if v} | set(changed))
-        if changed:
+        restore = self._replay_restore()
+        if restore is not None:
             self.phase = Phase.RESTORING
-            actions.append(SendTarget(Restore(epoch=self.new_epoch, state=changed)))
+            actions.append(SendTarget(restore))
             return actions
         return actions + self._commit(now_s)

@@ -22,7 +22,7 @@ Connection states, as the worker sees them (``SessionStatus`` of the bound sessi
 
     (unbound)  attach                      -> ATTACHED   attached
     ATTACHED   req seq=expected            -> ATTACHED   res | missing
-    ATTACHED   restore                     -> ATTACHED   restored
+    ATTACHED   restore                     -> ATTACHED   restored (states loaded, deltas applied)
     ATTACHED   fence                       -> FENCED     fenced (after the running handler)
     FENCED     req                         -> FENCED     (dropped)
     FENCED     fence                       -> FENCED     fenced (again, no deltas)
@@ -52,10 +52,12 @@ from typing import Any
 
 from replay.canonical import digest
 from replay.envelope import (
+    BAD_ENVELOPE,
     BAD_SEQ,
     BAD_STATE,
     EMPTY,
     FRAME_TOO_LARGE,
+    RESTORE_DELTAS,
     STALE_EPOCH,
     UNKNOWN_SESSION,
     Ack,
@@ -83,6 +85,9 @@ from replay.sdk.state import SessionState, StateError
 __all__ = ["Handler", "Server", "ServerStatistics", "Session", "SessionStatus"]
 
 log = logging.getLogger("ferryman.sdk")
+
+#: Optional protocol features every SDK server advertises in ``attached`` (docs/protocol.md).
+FEATURES: tuple[str, ...] = (RESTORE_DELTAS,)
 
 Handler = Callable[["Session", bytes], Awaitable[bytes | None]]
 ErrorHook = Callable[["Session", bytes, BaseException], bytes | None]
@@ -442,7 +447,7 @@ class _Connection(asyncio.Protocol):
         self.expected_seq = env.next_seq
         self.last_seq = env.next_seq - 1
         self.discarding = False
-        self.send(Attached(env.sid, env.epoch, digests, state.versions(), server.requires))
+        self.send(Attached(env.sid, env.epoch, digests, state.versions(), server.requires, FEATURES))
 
     def _restore(self, env: Restore) -> None:
         session = self.session
@@ -454,14 +459,34 @@ class _Connection(asyncio.Protocol):
             return
         if not self._check_epoch(session.sid, env.epoch):
             return
+        state = session.state
+        for name, delta in env.deltas.items():
+            # A delta applies to exactly the version it was computed from (docs/protocol.md, "restore").
+            held = state[name].version if name in state else None
+            if held != delta.base:
+                self.fail(
+                    BAD_STATE,
+                    f"restore delta for {name!r} is from version {delta.base}, but "
+                    + ("the partition is not held" if held is None else f"version {held} is held"),
+                )
+                return
+            if state.pending(name):
+                self.fail(BAD_STATE, f"restore delta for {name!r}: the partition has unreported changes")
+                return
         digests = self._load_digests(env.state, "restore")  # type: ignore[arg-type]
         if digests is None:
             return
         self.server._see_epoch(session.sid, env.epoch)
         session.epoch = env.epoch
-        state = session.state
         for name, ps in env.state.items():
             state.load(name, ps.version, ps.data, digests[name])  # type: ignore[arg-type]
+        for name, delta in env.deltas.items():
+            state.apply_delta(name, delta.version, delta.set_, delta.delete)
+            try:
+                digests[name] = state.digest(name)
+            except TypeError as exc:
+                self.fail(BAD_ENVELOPE, f"restore.deltas[{name!r}]: {exc}")
+                return
         # Digests of everything held, not only what was restored: the proxy checks the target's whole
         # replayed state (docs/protocol.md, "restored"); untouched partitions come from the cache.
         for name in state:

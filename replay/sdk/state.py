@@ -31,13 +31,14 @@ Rules
 - After a fence or release the state is frozen: writes raise :class:`SessionFrozen`.
 - Loading (attach/restore) replaces a partition's data and version in the existing ``Partition``
   object (references a handler holds stay valid) and drops its unreported changes: the proxy's copy
-  is authoritative.
+  is authoritative.  A ``restore`` delta changes the held data in place, from exactly the version the
+  proxy names and only when nothing about the partition is unreported (``pending``).
 - Partition keys are ``str``, ``int`` or ``bytes`` (docs/protocol.md, "Names and values").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import msgpack
@@ -262,6 +263,31 @@ class SessionState:
             part._dirty = set()
             part._snap = {}
         part._digest = digest_
+
+    def pending(self, name: str) -> bool:
+        """Whether a held partition has changes not reported yet (what ``collect()`` would report)."""
+        part = self._parts[name]
+        if part._dirty:
+            return True
+        data = part._data
+        for key, packed in part._snap.items():
+            value = data.get(key, _ABSENT)
+            if value is _ABSENT or _pack(value) != packed:
+                return True
+        return False
+
+    def apply_delta(self, name: str, version: int, set_: Mapping[Any, Any], delete: Iterable[Any]) -> None:
+        """Apply a ``restore`` delta to a held partition (the caller checked its version and that
+        nothing is ``pending``): set and delete keys in place, adopt ``version``."""
+        part = self._parts[name]
+        data = part._data
+        for key in delete:
+            data.pop(key, None)
+        data.update(set_)
+        part.version = version
+        part._digest = None
+        if part._snap:
+            part._snap = {}  # snapshots of values read before the delta: they may have been replaced
 
     def digest(self, name: str) -> int:
         """The digest of a held partition (docs/protocol.md), cached while the partition is untouched."""

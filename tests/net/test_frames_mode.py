@@ -90,6 +90,36 @@ async def test_migration_moves_the_session_and_replays_only_required_partitions(
         await s.stop()
 
 
+async def test_a_big_partition_changed_since_the_precopy_is_replayed_as_a_delta() -> None:
+    servers = await _servers(("s1", ("auth", "game")), ("s2", ("auth", "game")))
+    async with running_proxy(frames_config(servers, pool="balance: round_robin")) as rt:
+        rt.store.set_partition_data("heavy", "game", {f"g{i:05d}": "x" * 56 for i in range(768)})  # 48 KiB
+        c = await FramesClient.open(rt.listener_address("play"))
+        assert (await c.call({"op": "hello", "sid": "heavy"}))["server"] == "s1"
+        assert (await c.call({"op": "incr", "key": "hits", "seq": 1}))["value"] == 1
+        # Changes made on s1 outside any request (a game tick): not in the store, so not in the
+        # pre-copy; the fence reports them and the pause replays them.
+        source = servers[0].server.session("heavy")
+        assert source is not None
+        source.state["game"]["g00007"] = "changed"
+        del source.state["game"]["g00008"]
+        (conn_id,) = [x["id"] for x in rt.connections()]
+        report = await rt.migrate_connection(conn_id, "s2")
+        assert report["outcome"] == "committed", report
+        game = rt.store.get_partition_data("heavy", "game")
+        assert game.version == 3 and game.data["g00007"] == "changed" and "g00008" not in game.data
+        assert report["precopy_bytes"]["game"] > 48_000
+        assert set(report["replay_bytes"]) == {"game"} and report["replay_bytes"]["game"] < 100
+        reply = await c.call({"op": "get"})
+        assert reply["server"] == "s2" and reply["state"] == {"auth": {}, "game": game.data}
+        assert (await c.call({"op": "incr", "key": "hits", "seq": 2})) == {
+            "key": "hits", "value": 2, "seq": 2, "server": "s2"
+        }
+        c.close()
+    for s in servers:
+        await s.stop()
+
+
 async def test_a_dead_backend_is_replaced_from_the_store() -> None:
     servers = await _servers(("s1", ()), ("s2", ()))
     async with running_proxy(frames_config(servers)) as rt:

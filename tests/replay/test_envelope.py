@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from replay.envelope import (
     EMPTY,
+    RESTORE_DELTAS,
     Ack,
     Attach,
     Attached,
@@ -25,6 +26,7 @@ from replay.envelope import (
     Res,
     Restore,
     Restored,
+    RestoreDelta,
     decode,
     decode_from_backend,
     decode_from_proxy,
@@ -66,18 +68,41 @@ deltas_st = st.one_of(
 delta_maps = st.dictionaries(names, deltas_st, max_size=3)
 digest_maps = st.dictionaries(names, U64, max_size=3)
 name_tuples = st.lists(names, min_size=1, max_size=4, unique=True).map(tuple)
+restore_deltas_st = st.builds(
+    lambda base, step, set_, dels: RestoreDelta(
+        base, min(base + step, (1 << 64) - 1), set_, tuple(k for k in dels if k not in set_)
+    ),
+    st.integers(min_value=0, max_value=(1 << 64) - 2),
+    POS,
+    data_maps,
+    st.lists(keys, max_size=3),
+)
+restores = st.builds(
+    lambda epoch, state, deltas: Restore(epoch, state, {n: d for n, d in deltas.items() if n not in state}),
+    U64,
+    states,
+    st.dictionaries(names, restore_deltas_st, max_size=3),
+)
+features_st = st.lists(st.text(max_size=16), max_size=3).map(tuple)
 
 from_proxy = st.one_of(
     st.builds(Attach, sids, U64, states, POS, st.booleans()),
     st.builds(Req, POS, st.binary(max_size=50)),
     st.builds(Restore, U64, states),
+    restores,
     st.builds(Fence, U64),
     st.builds(Release, U64),
     st.builds(Ack, U64),
 )
 from_backend = st.one_of(
     st.builds(
-        Attached, sids, U64, digest_maps, digest_maps, st.lists(names, max_size=3, unique=True).map(tuple)
+        Attached,
+        sids,
+        U64,
+        digest_maps,
+        digest_maps,
+        st.lists(names, max_size=3, unique=True).map(tuple),
+        features_st,
     ),
     st.builds(Res, POS, st.none() | st.binary(max_size=50), delta_maps),
     st.builds(Push, st.binary(max_size=50), delta_maps),
@@ -126,6 +151,28 @@ def test_wire_shape_is_the_documented_one() -> None:
     }
     assert msgpack.unpackb(encode(Res(1))) == {"t": "res", "seq": 1}
     assert decode(encode(Res(1))).deltas == EMPTY == {}
+
+
+def test_restore_deltas_and_features_wire_shape() -> None:
+    restore = Restore(7, {"auth": PartitionState(1, {"u": "a"})}, {"game": RestoreDelta(3, 5, {"x": 1}, ("y",))})
+    wire = msgpack.unpackb(encode(restore))
+    assert wire == {
+        "t": "restore",
+        "epoch": 7,
+        "state": {"auth": {"v": 1, "data": {"u": "a"}}},
+        "deltas": {"game": {"from": 3, "v": 5, "set": {"x": 1}, "del": ["y"]}},
+    }
+    assert decode_from_proxy(encode(restore)) == restore
+    # Without deltas the envelope is what every version-1 backend reads.
+    assert msgpack.unpackb(encode(Restore(7, {}))) == {"t": "restore", "epoch": 7, "state": {}}
+    assert msgpack.unpackb(encode(Restore(7, {}, {"g": RestoreDelta(0, 1)})))["deltas"] == {"g": {"from": 0, "v": 1}}
+    attached = Attached("s", 2, {}, features=(RESTORE_DELTAS,))
+    assert msgpack.unpackb(encode(attached))["features"] == ["restore_deltas"]
+    assert "features" not in msgpack.unpackb(encode(Attached("s", 2, {})))
+    assert decode(raw(t="attached", sid="s", epoch=2, digests={})).features == ()
+    # Unknown features are carried, not refused: the proxy ignores what it does not know.
+    unknown = decode(raw(t="attached", sid="s", epoch=2, digests={}, features=["zstd", "restore_deltas"]))
+    assert unknown.features == ("zstd", "restore_deltas")
 
 
 def test_direction_is_checked() -> None:
@@ -196,6 +243,26 @@ MALFORMED = [
     (raw(t="attach", sid="s", epoch=1, state={"g": 3}, next_seq=1), "attach.state['g']"),
     (raw(t="restore", state=GOOD_STATE), "restore.epoch"),
     (raw(t="restore", epoch=1), "restore.state"),
+    (raw(t="restore", epoch=1, state={}, deltas=[]), "restore.deltas: expected a map"),
+    (raw(t="restore", epoch=1, state={}, deltas={"-g": {"from": 1, "v": 2}}), "partition names"),
+    (raw(t="restore", epoch=1, state={}, deltas={"g": {"v": 2}}), "restore.deltas['g'].from"),
+    (raw(t="restore", epoch=1, state={}, deltas={"g": {"from": -1, "v": 2}}), "restore.deltas['g'].from"),
+    (raw(t="restore", epoch=1, state={}, deltas={"g": {"from": 1}}), "restore.deltas['g'].v"),
+    (raw(t="restore", epoch=1, state={}, deltas={"g": {"from": 2, "v": 2}}), "above 'from'"),
+    (raw(t="restore", epoch=1, state={}, deltas={"g": {"from": 3, "v": 2}}), "above 'from'"),
+    (raw(t="restore", epoch=1, state={}, deltas={"g": {"from": 1, "v": 2, "data": {}}}), "not data"),
+    (raw(t="restore", epoch=1, state={}, deltas={"g": {"from": 1, "v": 2, "set": [1]}}), "restore.deltas['g'].set"),
+    (raw(t="restore", epoch=1, state={}, deltas={"g": {"from": 1, "v": 2, "del": "k"}}), "restore.deltas['g'].del"),
+    (raw(t="restore", epoch=1, state={}, deltas={"g": {"from": 1, "v": 2, "del": [1.5]}}), "partition keys"),
+    (raw(t="restore", epoch=1, state={}, deltas={"g": {"from": 1, "v": 2, "set": {None: 1}}}), "partition keys"),
+    (
+        raw(t="restore", epoch=1, state={}, deltas={"g": {"from": 1, "v": 2, "set": {"k": 1}, "del": ["k"]}}),
+        "same key in both set and del",
+    ),
+    (
+        raw(t="restore", epoch=1, state=GOOD_STATE, deltas={"g": {"from": 1, "v": 2}}),
+        "also in restore.state",
+    ),
     (raw(t="fence", epoch=-(2**63)), "fence.epoch"),
     (raw(t="release", epoch="1"), "release.epoch"),
     (raw(t="ack"), "ack.seq"),
@@ -215,6 +282,9 @@ MALFORMED = [
     (raw(t="attached", sid="s", epoch=1), "attached.digests"),
     (raw(t="attached", sid="s", epoch=1, digests={"g": -1}), "attached.digests['g']"),
     (raw(t="attached", sid="s", epoch=1, digests={}, requires="auth"), "attached.requires"),
+    (raw(t="attached", sid="s", epoch=1, digests={}, features="restore_deltas"), "attached.features"),
+    (raw(t="attached", sid="s", epoch=1, digests={}, features=[1]), "attached.features"),
+    (raw(t="attached", sid="s", epoch=1, digests={}, features=[b"restore_deltas"]), "attached.features"),
     (raw(t="restored", epoch=1, digests={"g": 1}, versions={"g": "1"}), "restored.versions['g']"),
     (raw(t="fenced", epoch=1, deltas={}), "fenced.last_seq"),
     (raw(t="error", message="m"), "error.code"),
@@ -279,6 +349,7 @@ FIELDS = [
     "versions",
     "requires",
     "deltas",
+    "features",
     "partitions",
     "last_seq",
     "code",

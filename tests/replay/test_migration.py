@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
-from replay.canonical import digest
+from replay.canonical import canonical_packb, digest
 from replay.envelope import (
+    RESTORE_DELTAS,
     Attach,
     Attached,
     Delta,
     Error,
     Fence,
     Fenced,
+    Push,
     Release,
     Req,
     Res,
     Restore,
     Restored,
+    RestoreDelta,
 )
 from replay.migration import (
     ClientGone,
@@ -39,8 +43,9 @@ from replay.migration import (
     TargetConnected,
     TargetFailed,
     UnknownOutcome,
+    restore_delta,
 )
-from replay.store import MemoryStore
+from replay.store import MemoryStore, PartitionState
 
 SID = "sess-1"
 
@@ -77,14 +82,15 @@ def digests(store, names):
     return {n: digest(store.get_partition_data(SID, n).data) for n in names}
 
 
-def to_fencing(m: Migration) -> list:
+def to_fencing(m: Migration, features: tuple[str, ...] = ()) -> list:
     assert m.start() == [ConnectTarget("s2")]
     [send] = m.handle(TargetConnected(), 100.0)
     attach = send.envelope
     assert isinstance(attach, Attach) and attach.epoch == 5 and attach.next_seq == 11
     # Selective pre-copy: requires(target) ∩ present, never the cart.
     assert set(attach.state) == {"auth", "game"}
-    actions = m.handle(FromTarget(Attached(sid=SID, epoch=5, digests=digests(m.store, ["auth", "game"]))), 100.01)
+    attached = Attached(sid=SID, epoch=5, digests=digests(m.store, ["auth", "game"]), features=features)
+    actions = m.handle(FromTarget(attached), 100.01)
     assert actions == [PauseClient(), SendSource(Fence(epoch=5))]
     assert m.phase is Phase.FENCING
     return actions
@@ -311,3 +317,159 @@ def test_a_request_that_reached_the_fenced_source_after_fenced_is_still_resent()
     out = m.handle(FromTarget(Restored(epoch=5, digests=digests(m.store, ["auth", "game"]))), 1.1)
     assert of(out, Commit) == [Commit("s2", 5, 11)]
     assert SendTarget(Req(seq=11, body=b"late")) in out
+
+
+# -- replay as deltas from the pre-copied version (targets that advertise restore_deltas) -----------
+
+BIG = {f"k{i:04d}": "x" * 56 for i in range(400)}  # about 25 KiB
+
+
+def big_store() -> MemoryStore:
+    s = MemoryStore(ttl_s=None)
+    s.set_partition_data(SID, "auth", {"user": "ann"})
+    s.set_partition_data(SID, "game", BIG)
+    s.set_partition_data(SID, "cart", {"items": ["apple"]})
+    return s
+
+
+def apply(data: dict, delta: RestoreDelta) -> dict:
+    """What a target does with a restore delta."""
+    out = dict(data)
+    for key in delta.delete:
+        out.pop(key, None)
+    out.update(delta.set_)
+    return out
+
+
+def replayed(out: list) -> Restore:
+    [send] = of(out, SendTarget)
+    assert isinstance(send.envelope, Restore)
+    return send.envelope
+
+
+def test_a_big_partition_changed_after_the_precopy_is_replayed_as_a_delta() -> None:
+    m = make(store=big_store(), inflight={11: b"incr"})
+    to_fencing(m, features=("something_else", RESTORE_DELTAS))
+    precopied = m.precopy["game"]
+    assert precopied.version == 1 and precopied.data == BIG
+    change = Delta(version=2, set_={"k0007": "changed", "new": 1}, delete=("k0100",))
+    m.handle(FromSource(Res(seq=11, body=b"r", deltas={"game": change})), 100.02)
+    assert precopied.data == BIG  # the store moved on; what the target holds did not
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=11, deltas={})), 100.03)
+    restore = replayed(out)
+    assert restore.state == {}
+    assert restore.deltas == {"game": RestoreDelta(1, 2, {"k0007": "changed", "new": 1}, ("k0100",))}
+    current = m.store.get_partition_data(SID, "game")
+    assert apply(BIG, restore.deltas["game"]) == current.data
+    size = m.report.replay_bytes["game"]
+    assert size == len(canonical_packb(restore.deltas["game"].to_wire())) < 60
+    assert m.report.precopy_bytes["game"] > 25_000 and m.report.partitions_replayed == 2
+    out = m.handle(FromTarget(Restored(epoch=5, digests=digests(m.store, ["auth", "game"]))), 100.04)
+    assert finished(out).outcome == "committed"
+
+
+def test_the_precopy_is_kept_without_a_copy() -> None:
+    m = make(store=big_store())
+    m.start()
+    [send] = m.handle(TargetConnected(), 100.0)
+    assert m.precopy["game"] is send.envelope.state["game"]  # the store's read-only view, shared
+
+
+def test_several_versions_fold_into_one_delta() -> None:
+    m = make(store=big_store(), inflight={11: b"a", 12: b"b"})
+    to_fencing(m, features=(RESTORE_DELTAS,))
+    m.handle(FromSource(Res(seq=11, body=b"a", deltas={"game": Delta(2, {"k0001": "one"})})), 1.0)
+    m.handle(FromSource(Res(seq=12, body=b"b", deltas={"game": Delta(3, {"k0001": "two"}, ("k0002",))})), 1.1)
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=12, deltas={"game": Delta(4, {"k0002": "back"})})), 1.2)
+    restore = replayed(out)
+    assert restore.deltas == {"game": RestoreDelta(1, 4, {"k0001": "two", "k0002": "back"}, ())}
+
+
+def test_without_the_feature_the_target_gets_full_states() -> None:
+    m = make(store=big_store(), inflight={11: b"incr"})
+    to_fencing(m)  # an attached without features: an older backend
+    m.handle(FromSource(Res(seq=11, body=b"r", deltas={"game": Delta(2, {"k0007": "changed"})})), 1.0)
+    restore = replayed(m.handle(FromSource(Fenced(epoch=5, last_seq=11, deltas={})), 1.1))
+    assert restore.deltas == {} and restore.state["game"].data == {**BIG, "k0007": "changed"}
+    assert m.report.replay_bytes["game"] == restore.state["game"].canonical_size > 25_000
+    assert "deltas" not in restore.to_wire()  # the wire form an older backend knows
+
+
+def test_a_delta_bigger_than_the_partition_is_sent_as_the_full_state() -> None:
+    m = make(inflight={10: b"incr"})  # game is {"score": 3}: any delta outweighs it
+    to_fencing(m, features=(RESTORE_DELTAS,))
+    m.handle(FromSource(Res(seq=10, body=b"r", deltas={"game": Delta(2, {"score": 4})})), 1.0)
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=10, deltas={"auth": Delta(2, {"role": "admin"})})), 1.1)
+    restore = replayed(out)
+    assert restore.deltas == {} and set(restore.state) == {"auth", "game"}
+    assert m.report.replay_bytes == {name: ps.canonical_size for name, ps in restore.state.items()}
+    assert m.report.replay_bytes["game"] == len(canonical_packb({"score": 4}))
+
+
+def test_a_partition_rewritten_entirely_is_sent_in_full() -> None:
+    m = make(store=big_store(), inflight={11: b"reset"})
+    to_fencing(m, features=(RESTORE_DELTAS,))
+    fresh = {f"z{i:04d}": "y" * 56 for i in range(400)}
+    m.handle(FromSource(Res(seq=11, body=b"r", deltas={"game": Delta(2, data=fresh)})), 1.0)
+    restore = replayed(m.handle(FromSource(Fenced(epoch=5, last_seq=11, deltas={})), 1.1))
+    assert restore.deltas == {} and restore.state["game"].data == fresh
+
+
+def test_a_target_refusing_the_delta_rolls_back_to_the_source() -> None:
+    m = make(store=big_store(), inflight={11: b"a", 12: b"b"})
+    to_fencing(m, features=(RESTORE_DELTAS,))
+    m.handle(FromSource(Res(seq=11, body=b"a", deltas={"game": Delta(2, {"k0001": "one"})})), 1.0)
+    assert replayed(m.handle(FromSource(Fenced(epoch=5, last_seq=11, deltas={})), 1.1)).deltas
+    out = m.handle(FromTarget(Error(code="bad_state", message="restore delta from version 1, 3 held")), 1.2)
+    f = finished(out)
+    assert f.outcome == "rolled_back" and "bad_state" in f.cause and CloseTarget() in out
+    sent = [a.envelope for a in of(out, SendSource)]
+    assert isinstance(sent[0], Attach) and sent[0].epoch == 6
+    assert sent[0].state["game"].data == {**BIG, "k0001": "one"}  # the source gets the full state back
+    assert sent[1:] == [Req(seq=12, body=b"b")] and ResumeClient() in out
+
+
+def test_a_rebuild_after_the_source_died_replays_deltas_too() -> None:
+    m = make(store=big_store(), inflight={11: b"a"})
+    to_fencing(m, features=(RESTORE_DELTAS,))
+    m.handle(FromSource(Push(body=b"tick", deltas={"game": Delta(2, {"k0003": 3})})), 1.0)
+    out = m.handle(SourceFailed("reset"), 1.1)
+    assert of(out, UnknownOutcome) == [UnknownOutcome(11)]
+    assert replayed(out).deltas == {"game": RestoreDelta(1, 2, {"k0003": 3}, ())}
+
+
+@pytest.mark.parametrize(
+    "before,after",
+    [
+        (1, True),  # equal in Python, not on the wire
+        (0.0, -0.0),
+        (1, 1.0),
+        ([1, 2], [1, True]),
+        ({"a": 1}, {"a": 1.0}),
+        ("s", b"s"),
+        (None, False),
+    ],
+)
+def test_restore_delta_compares_values_by_encoding(before, after) -> None:
+    base = {f"k{i}": "x" * 50 for i in range(20)}
+    old = PartitionState(3, {**base, "v": before})
+    new = PartitionState(4, {**base, "v": after})
+    delta, size = restore_delta(old, new)
+    assert delta == RestoreDelta(3, 4, {"v": after}, ())
+    assert size == len(canonical_packb(delta.to_wire()))
+    assert canonical_packb(apply(old.data, delta)) == canonical_packb(new.data)
+
+
+def test_restore_delta_sends_nothing_for_equal_values_and_lists_deleted_keys() -> None:
+    base = {f"k{i}": [i, {"n": i}] for i in range(50)}
+    old = PartitionState(1, msgpack.unpackb(msgpack.packb(base), strict_map_key=False))
+    new = PartitionState(5, {k: v for k, v in base.items() if k not in ("k1", "k2")})
+    delta, _ = restore_delta(old, new)
+    assert delta == RestoreDelta(1, 5, {}, ("k1", "k2"))
+
+
+def test_restore_delta_declines_when_not_worth_it() -> None:
+    old = PartitionState(1, {"a": 1, "b": 2})
+    assert restore_delta(old, PartitionState(2, {"a": 5, "b": 6})) is None  # bigger than {"a":5,"b":6}
+    assert restore_delta(old, PartitionState(1, {"a": 1, "b": 2})) is None  # not newer
+    assert restore_delta(PartitionState(0, {}), PartitionState(1, {"a": 1})) is None  # from nothing

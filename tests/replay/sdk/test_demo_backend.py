@@ -144,7 +144,9 @@ async def test_serve_backend_prints_where_it_listens(capsys: pytest.CaptureFixtu
     port = int(line.split()[1].rsplit(":", 1)[1])
     proxy = await ScriptedProxy.connect(("127.0.0.1", port))
     proxy.send(Attach("s", 1, {"game": PartitionState(2, {"a": 1})}, 1))
-    assert await proxy.recv() == Attached("s", 1, {"game": digest({"a": 1})}, {"game": 2}, ("game",))
+    assert await proxy.recv() == Attached(
+        "s", 1, {"game": digest({"a": 1})}, {"game": 2}, ("game",), ("restore_deltas",)
+    )
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

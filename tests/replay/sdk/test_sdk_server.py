@@ -27,6 +27,7 @@ from replay.envelope import (
     Res,
     Restore,
     Restored,
+    RestoreDelta,
 )
 from replay.sdk import Server, Session, SessionFrozen, SessionStatus
 from tests.replay.sdk.scripted_proxy import ScriptedProxy
@@ -85,6 +86,7 @@ async def test_attach_loads_state_and_replies_digests() -> None:
             {"auth": digest({"user": "ann"}), "game": digest({"score": 3, "items": [1, 2]})},
             {"auth": 4, "game": 9},
             ("auth", "game"),
+            ("restore_deltas",),
         )
         session = server.session("sess")
         assert session is not None and session.epoch == 7 and session.live
@@ -225,7 +227,9 @@ async def test_reattach_after_fence_resumes() -> None:
         # Rolled-back migration: the source is attached again at a newer epoch, state kept.
         proxy.send(Attach("sess", 3, {}, 2), Req(2, b"a"))
         again = await proxy.recv()
-        assert again == Attached("sess", 3, {"game": digest({"a": 1})}, {"game": 1}, ("auth", "game"))
+        assert again == Attached(
+            "sess", 3, {"game": digest({"a": 1})}, {"game": 1}, ("auth", "game"), ("restore_deltas",)
+        )
         assert await proxy.recv() == Res(
             2, pack({"key": "a", "value": 2, "seq": 2}), {"game": Delta(2, {"a": 2})}
         )
@@ -305,6 +309,17 @@ async def test_bad_input_closes_only_that_connection() -> None:
         ([Attach("sess", 1, {}, 1), Req(2, b"a")], "bad_seq"),
         ([Attach("sess", 1, {}, 1), Attach("other", 2, {}, 1)], "bad_state"),
         ([Attach("sess", 1, {}, 1), Fence(2), Restore(2, {})], "bad_state"),
+        # A restore delta applies to exactly the version it names, of a partition held.
+        (
+            [Attach("sess", 1, {"game": PartitionState(2, {"a": 1})}, 1), Restore(1, {}, {"game": RestoreDelta(1, 3)})],
+            "bad_state",
+        ),
+        (
+            [Attach("sess", 1, {"game": PartitionState(2, {"a": 1})}, 1), Restore(1, {}, {"game": RestoreDelta(3, 4)})],
+            "bad_state",
+        ),
+        ([Attach("sess", 1, {}, 1), Restore(1, {}, {"cart": RestoreDelta(0, 1, {"a": 1})})], "bad_state"),
+        ([Attach("sess", 1, {"game": PartitionState(1, {})}, 1), Fence(2), Restore(2, {}, {"game": RestoreDelta(1, 2)})], "bad_state"),
         ([Attach("sess", 1, {"g": PartitionState(1, {"t": msgpack.Timestamp(1)})}, 1)], "bad_envelope"),
     ],
 )
@@ -314,6 +329,44 @@ async def test_protocol_violations(script, code) -> None:
         proxy.send(*script)
         received = await proxy.closed()
         assert received and type(received[-1]) is Error and received[-1].code == code
+
+
+async def test_restore_deltas_apply_to_the_held_version() -> None:
+    async with serving() as server:
+        held = {"a": 1, "b": 2, "items": [1]}
+        proxy = await attached(server, state={"game": PartitionState(4, dict(held)), "auth": PartitionState(1, {})})
+        session = server.session("sess")
+        assert session is not None
+        game = session.state["game"]
+        assert game["items"] == [1]  # read outside a request (no change): does not block a delta
+        proxy.send(
+            Restore(2, {"auth": PartitionState(2, {"user": "bob"})}, {"game": RestoreDelta(4, 7, {"a": 10, "c": 3}, ("b",))})
+        )
+        now = {"a": 10, "items": [1], "c": 3}
+        assert await proxy.recv() == Restored(
+            2, {"auth": digest({"user": "bob"}), "game": digest(now)}, {"auth": 2, "game": 7}
+        )
+        assert session.state["game"] is game and game.to_dict() == now and game.version == 7
+        # Versions continue from the delta's; nothing of the restore is reported back as a change.
+        proxy.send(Req(1, b"a"))
+        assert await proxy.recv() == Res(1, pack({"key": "a", "value": 11, "seq": 1}), {"game": Delta(8, {"a": 11})})
+        await proxy.close()
+
+
+async def test_a_restore_delta_over_unreported_changes_is_refused() -> None:
+    async with serving() as server:
+        proxy = await attached(server)  # game at version 0, empty
+        session = server.session("sess")
+        assert session is not None
+        session.state["game"]["tick"] = 1  # a change outside any request, not reported yet
+        proxy.send(Restore(1, {}, {"game": RestoreDelta(0, 2, {"a": 1})}))
+        [error] = await proxy.closed()
+        assert type(error) is Error and error.code == "bad_state" and "unreported" in error.message
+    async with serving() as server:
+        proxy = await attached(server, state={"game": PartitionState(3, {})})
+        proxy.send(Restore(1, {}, {"game": RestoreDelta(2, 4, {"a": 1})}))
+        [error] = await proxy.closed()
+        assert error.code == "bad_state" and "from version 2, but version 3 is held" in error.message
 
 
 async def test_handler_failure_rolls_back_and_still_answers() -> None:
