@@ -33,6 +33,7 @@ from proxy.core.pool import AdminState, PoolState, ServerSpec
 from proxy.logs import AccessLog, Logger, iso_utc
 from proxy.net.health import run_checks
 from proxy.net.listener import Listener, describe_connection
+from replay.acks import CommitRounds
 
 
 @dataclass
@@ -145,6 +146,10 @@ class Runtime:
         self._ended: list[list[Any]] = []
         self.store: Any = None  # replay.store PartitionStore: the store section's, or memory for frames
         self.sessions: dict[str, Any] = {}  # session id -> proxy.net.frames.FramesClient holding it
+        # Envelope acks (pools with send_acks): the group-commit rounds the store has made durable, and
+        # the connections told about them after every commit.
+        self.commit_rounds = CommitRounds()
+        self.ack_clients: set[Any] = set()  # proxy.net.frames.FramesClient
         self.migrations = MigrationStats()
         self._series_store: Any = None
         self.ended_dropped_total = 0
@@ -406,6 +411,7 @@ class Runtime:
                     "bytes_in_total": server.bytes_in_total + extra_in,
                     "bytes_out_total": server.bytes_out_total + extra_out,
                     "frames_total": server.frames_total,
+                    "acks_total": server.acks_total,
                 }
             )
         return {
@@ -539,6 +545,7 @@ class Runtime:
                 yield "ferryman_server_sent_bytes_total", lab, s["bytes_in_total"]
                 yield "ferryman_server_received_bytes_total", lab, s["bytes_out_total"]
                 yield "ferryman_server_frames_total", lab, s["frames_total"]
+                yield "ferryman_server_acks_total", lab, s["acks_total"]
         m = self.migrations
         for outcome, count in m.outcomes.items():
             yield "ferryman_migrations_total", {"outcome": outcome}, count
@@ -649,7 +656,10 @@ class Runtime:
                 for sid in self.sessions:
                     touch(sid, now)  # a live session never expires
                 self.store.expire(now)
-                self.store.commit()  # group commit, once per tick
+                commit_seq = self.store.commit()  # group commit, once per tick
+                durable_round = self.commit_rounds.committed(commit_seq, self.store.durable_seq)
+                for client in list(self.ack_clients):
+                    client.send_ack(durable_round)
             if self.learner is not None:
                 from proxy.learner_link import build_snapshot
 

@@ -426,6 +426,11 @@ class Pool(_Model):
         description="frames mode: values of the client frames' 'op' field that are safe to resend when a "
         "backend died before answering (others get an unknown_outcome error frame).",
     )
+    send_acks: StrictBool = Field(
+        default=False,
+        description="frames mode, dialect envelope: attach sessions with requires_ack and send the servers ack "
+        "envelopes once the state they reported is durable in the partition store (docs/frames.md).",
+    )
     plain_rules: tuple[dict[str, Any], ...] = Field(
         default=(),
         description="dialect plain: rules that classify client frames into recorded partitions "
@@ -444,6 +449,12 @@ class Pool(_Model):
     servers: tuple[Server, ...] = Field(min_length=1, description="The pool's servers; at least one.")
 
     _plain_ruleset: _Derived | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _acks_need_envelope(self) -> Pool:
+        if self.send_acks and self.dialect != "envelope":
+            _raise_at("Pool", [(("send_acks",), "needs dialect envelope: plain servers take no ack envelopes")], [True])
+        return self
 
     @model_validator(mode="after")
     def _plain_rules_valid(self) -> Pool:

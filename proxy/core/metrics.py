@@ -78,6 +78,12 @@ METRICS: tuple[MetricDef, ...] = (
         "Client frames forwarded to the server (frames mode).",
         ("pool", "server"),
     ),
+    MetricDef(
+        "ferryman_server_acks_total",
+        "counter",
+        "Ack envelopes sent to the server: its reported state is durable (frames mode, send_acks).",
+        ("pool", "server"),
+    ),
     MetricDef("ferryman_pool_eligible_servers", "gauge", "Servers that are ready and up.", ("pool",)),
     MetricDef("ferryman_pool_servers", "gauge", "Servers configured in the pool.", ("pool",)),
     MetricDef(

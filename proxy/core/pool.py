@@ -43,6 +43,7 @@ class ServerState:
     """Live state of one server.  Counters are plain ints, summed over closed connections."""
 
     __slots__ = (
+        "acks_total",
         "admin",
         "bytes_in_total",
         "bytes_out_total",
@@ -68,6 +69,7 @@ class ServerState:
         self.health = HealthTracker(rise, fall)
         self.conns_total = 0
         self.frames_total = 0  # client frames forwarded to it (frames mode), live connections included
+        self.acks_total = 0  # ack envelopes sent to it (frames mode, pools with send_acks)
         self.connect_failures_total = 0
         self.bytes_in_total = 0  # client -> server, closed connections
         self.bytes_out_total = 0  # server -> client, closed connections

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import secrets
 import struct
 import time
@@ -57,7 +58,8 @@ from proxy.net.relay import describe_error
 from replay import envelope as env_mod
 from replay import migration as mig
 from replay import tokens
-from replay.envelope import Attach, Attached, Error, Fenced, Missing, Push, Req, Res, Restore, Restored
+from replay.acks import AckTracker
+from replay.envelope import Ack, Attach, Attached, Error, Fenced, Missing, Push, Req, Res, Restore, Restored
 from replay.frames import FrameDecoder, FrameEncoder, FrameError, FrameTooLarge
 from replay.store.base import StoreError
 
@@ -273,6 +275,7 @@ class FramesClient(asyncio.Protocol):
         self.held = False  # forwarding stopped: waiting for attached, restored, or a migration
         self.restoring_from: int | None = None  # seq of a request answered with missing
         self.expected: dict[str, int] = {}
+        self.acks: AckTracker | None = None  # the pool sends acks (send_acks): replay.acks
         self.client_eof = False
         self.frames_in = 0
         self.frames_out = 0
@@ -552,7 +555,10 @@ class FramesClient(asyncio.Protocol):
         self.epoch = next_epoch(self.epoch)
         state, _ = mig.required_state(self.runtime.store, self.sid, link.server.requires)
         self.expected = {name: ps.digest for name, ps in state.items()}
-        link.send(Attach(self.sid, self.epoch, state, self.next_seq, False, self.token))
+        if self.acks is None and self.runtime.pools[self.conn.pool.name].settings.send_acks:
+            self.acks = AckTracker(self.next_seq - 1)  # decided once: a reload does not change it midway
+            self.runtime.ack_clients.add(self)
+        link.send(Attach(self.sid, self.epoch, state, self.next_seq, self.acks is not None, self.token))
 
     def res_received(self, link: BackendLink, seq: int, body: bytes | None) -> None:
         """A ``res`` without deltas, handled without an envelope object unless a migration runs."""
@@ -568,7 +574,7 @@ class FramesClient(asyncio.Protocol):
         if self.inflight.pop(seq, None) is None:
             self._backend_error(f"server answered request {seq}, which is not outstanding")
             return
-        if deltas and not self._apply_deltas(deltas):
+        if deltas and not self._apply_deltas(deltas, seq):
             return
         if body is not None:
             self.send_to_client(body)
@@ -597,6 +603,8 @@ class FramesClient(asyncio.Protocol):
                 if kind is Res or kind is Push or kind is Fenced or kind is Missing or kind is Error:
                     # A missing after the fence: the request is among the unapplied ones, resent to
                     # the target on commit or to the re-attached source on rollback.
+                    if self.acks is not None and kind is not Missing and kind is not Error and envelope.deltas:
+                        self._deltas_written(envelope.seq if kind is Res else 0)  # the machine writes them
                     self._migration_event(mig.FromSource(envelope))
                     return
         if link is not self.link:
@@ -645,13 +653,47 @@ class FramesClient(asyncio.Protocol):
         self.held = True
         self.link.send(Restore(self.epoch, state))  # type: ignore[union-attr]
 
-    def _apply_deltas(self, deltas: Any) -> bool:
+    def _apply_deltas(self, deltas: Any, seq: int = 0) -> bool:
+        """Write a ``res`` (of request ``seq``) or ``push`` (``seq`` 0) delta to the store."""
         try:
             mig.apply_deltas(self.runtime.store, self.sid, deltas)  # type: ignore[arg-type]
         except StoreError as exc:
             self._backend_error(f"state delta refused by the store: {exc}")
             return False
+        if self.acks is not None:
+            self._deltas_written(seq)
         return True
+
+    def _deltas_written(self, seq: int) -> None:
+        """This session's deltas go into the store in the current commit round: no ack reaches ``seq``
+        (0: a delta outside a request, which holds back the first request not answered yet) until
+        that round is durable."""
+        if not seq:
+            seq = next(iter(self.inflight), self.next_seq)  # in flight in seq order: the lowest first
+        self.acks.wrote(self.runtime.commit_rounds.current, seq)  # type: ignore[union-attr]
+
+    def send_ack(self, durable_round: int) -> None:
+        """After the runtime's group commit: tell the link serving the session the highest seq whose
+        deltas, and those of every request before it, are durable now (replay.acks).  Not while a
+        migration runs (which link serves the session is decided when it ends) or before ``attached``."""
+        acks = self.acks
+        link = self.link
+        if acks is None or self.closed:
+            return
+        if (
+            self.migration is not None
+            or not self.attached
+            or link is None
+            or link.closed
+            or link.transport is None
+            or link.transport.is_closing()  # lost, and connection_lost not delivered yet
+        ):
+            acks.prune(durable_round)
+            return
+        seq = acks.due(durable_round, next(iter(self.inflight), self.next_seq) - 1)
+        if seq:
+            link.send(Ack(seq))
+            link.server.acks_total += 1
 
     def _backend_error(self, message: str) -> None:
         """The backend broke the protocol: the connection cannot continue safely."""
@@ -773,13 +815,14 @@ class FramesClient(asyncio.Protocol):
                     self.restoring_from = None  # re-attaching ends the source's discarding
                     self.epoch = envelope.epoch
                     self.expected = {n: ps.digest for n, ps in envelope.state.items()}
+                    envelope = self._with_acks(envelope)
                 if self.source is not None:
                     self.source.send(envelope)
             elif kind is mig.SendTarget:
                 # After Commit the target is the connection's link (the resent requests follow it).
                 link = self.target if self.target is not None else self.link
                 if link is not None:
-                    link.send(action.envelope)
+                    link.send(self._with_acks(action.envelope))
             elif kind is mig.DeliverToClient:
                 self.send_to_client(action.body)
             elif kind is mig.ConnectTarget:
@@ -846,9 +889,18 @@ class FramesClient(asyncio.Protocol):
         assert machine is not None
         self.expected = dict(machine.expected)
         self.attached = True
+        if self.acks is not None:
+            self.acks.rebase(action.next_seq)  # the target is acknowledged what it applies, nothing before
         if action.next_seq != machine.next_seq:
             # The source applied requests after the pre-copy attach: tell the target where seq stands.
-            target.send(Attach(self.sid, action.epoch, {}, action.next_seq))
+            target.send(Attach(self.sid, action.epoch, {}, action.next_seq, self.acks is not None))
+
+    def _with_acks(self, envelope: Any) -> Any:
+        """The migration machine's ``attach`` (to the target, or re-attaching the source after a
+        rollback), asking for acks when this connection sends them."""
+        if self.acks is not None and type(envelope) is Attach and not envelope.requires_ack:
+            return dataclasses.replace(envelope, requires_ack=True)
+        return envelope
 
     def _finished(self, action: mig.Finished) -> None:
         if self.migration_timer is not None:
@@ -917,6 +969,8 @@ class FramesClient(asyncio.Protocol):
         runtime = self.runtime
         if sid is not None and runtime.sessions.get(sid) is self:
             del runtime.sessions[sid]
+        if self.acks is not None:
+            runtime.ack_clients.discard(self)
         done = self.migration_done
         if done is not None and not done.done():
             done.set_result({"outcome": "aborted", "cause": action.status, "conn_id": self.conn.id})

@@ -92,6 +92,7 @@ FEATURES: tuple[str, ...] = (RESTORE_DELTAS,)
 Handler = Callable[["Session", bytes], Awaitable[bytes | None]]
 ErrorHook = Callable[["Session", bytes, BaseException], bytes | None]
 DetachHook = Callable[["Session"], None]
+AckHook = Callable[["Session", int], None]
 
 
 class SessionStatus(enum.Enum):
@@ -105,8 +106,10 @@ class Session:
     """One session as bound to one proxy connection: what a handler receives.
 
     ``state`` holds the partitions; ``sid``, ``epoch`` and ``status`` describe the binding; ``seq`` is the
-    seq of the request being applied (0 outside requests).  Do not keep a ``Session`` beyond
-    ``status`` leaving ``ATTACHED`` except to read it.
+    seq of the request being applied (0 outside requests).  ``requires_ack`` is what the proxy's
+    ``attach`` said; ``acked_seq`` is the highest seq whose state changes (and every earlier request's)
+    the proxy acknowledged as durably stored on this connection (0: none yet).  Do not keep a
+    ``Session`` beyond ``status`` leaving ``ATTACHED`` except to read it.
     """
 
     __slots__ = (
@@ -538,6 +541,12 @@ class _Connection(asyncio.Protocol):
             return
         if env.seq > session.acked_seq:
             session.acked_seq = env.seq
+            hook = self.server.on_ack
+            if hook is not None:
+                try:
+                    hook(session, env.seq)
+                except Exception:
+                    log.exception("sdk_ack_hook_failed")
 
 
 class Server:
@@ -564,6 +573,7 @@ class Server:
         max_queued: int = 1024,
         on_error: ErrorHook | None = None,
         on_detach: DetachHook | None = None,
+        on_ack: AckHook | None = None,
         epoch_memory: int = 65536,
         close_timeout_s: float = 5.0,
     ) -> None:
@@ -579,6 +589,7 @@ class Server:
         self.max_queued = max_queued
         self.on_error = on_error
         self.on_detach = on_detach
+        self.on_ack = on_ack
         self.epoch_memory = epoch_memory
         self.close_timeout_s = close_timeout_s
         self._conns: set[_Connection] = set()

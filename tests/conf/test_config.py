@@ -188,7 +188,7 @@ def test_schema_describes_every_field_under_its_file_name() -> None:
     assert set(schema["$defs"]["Pool"]["properties"]) == {
         "name", "balance", "hash_key", "hash_balance_factor", "dialect", "requires", "connect_timeout_s",
         "connect_retries", "send_proxy", "health_check", "migration_timeout_s", "migrations_per_s", "idempotent",
-        "plain_rules", "plain_default_replies", "plain_greeting_frames", "servers",
+        "send_acks", "plain_rules", "plain_default_replies", "plain_greeting_frames", "servers",
     }  # fmt: skip
     assert schema["$defs"]["Pool"]["additionalProperties"] is False
     undescribed = [
@@ -366,6 +366,15 @@ def test_out_of_range_in_pool() -> None:
         "t.yaml:7:26: pools[0].health_check.rise: must be at least 1 (got 0)",
         "t.yaml:7:35: pools[0].health_check.fall: must be at least 1 (got 0)",
     ]
+
+
+def test_send_acks_is_off_by_default_and_needs_the_envelope_dialect() -> None:
+    assert load_config_text(BASE).pools[0].send_acks is False
+    assert load_config_text(with_pool_line("send_acks: true")).pools[0].send_acks is True
+    assert errors_of(with_pool_line("send_acks: true\n    dialect: plain")) == [
+        "t.yaml:7:16: pools[0].send_acks: needs dialect envelope: plain servers take no ack envelopes"
+    ]
+    assert errors_of(with_pool_line("send_acks: 1")) == ["t.yaml:7:16: pools[0].send_acks: expected true or false (got 1)"]
 
 
 def test_bad_enum() -> None:

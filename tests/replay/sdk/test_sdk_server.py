@@ -430,6 +430,25 @@ async def test_ack_is_recorded() -> None:
         await proxy.close()
 
 
+async def test_on_ack_is_told_when_acked_seq_rises() -> None:
+    seen: list[tuple[str, int, int]] = []
+
+    def on_ack(session: Session, seq: int) -> None:
+        seen.append((session.sid, seq, session.acked_seq))
+        if seq == 3:
+            raise RuntimeError("the application's bug")  # logged, the connection goes on
+
+    async with serving(on_ack=on_ack) as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        proxy.send(Attach("sess", 1, {"game": PartitionState(0, {})}, 1, requires_ack=True))
+        proxy.send(Req(1, b"a"), Req(2, b"a"), Ack(2), Ack(1), Ack(2), Req(3, b"a"), Ack(3), Req(4, b"a"))
+        await proxy.recv_n(5)  # attached, then every res: acks get no reply
+        assert seen == [("sess", 2, 2), ("sess", 3, 3)]  # a lower or repeated ack changes nothing
+        assert server.session("sess").acked_seq == 3
+        assert server.statistics().protocol_errors_total == 0
+        await proxy.close()
+
+
 async def test_serve_until_cancelled_closes_connections() -> None:
     server = Server("s1", handler=counter)
     ready = asyncio.Event()
