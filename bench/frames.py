@@ -8,6 +8,8 @@ frames, one in flight per connection, at 16 and 256 connections:
 - **ferryman frames**: a ``frames`` listener that decodes every frame, numbers it, wraps it in an
   envelope ``req`` to ``bench/envecho.c`` (a C server of the envelope dialect that answers every
   ``req`` with a ``res`` carrying the same body), unwraps the ``res`` and frames the body back;
+- **ferryman frames (Python)**: the same with the compiled steady-state path switched off
+  (``FERRYMAN_NO_SPEEDUPS=1``), which is what an install without a C compiler runs;
 - **ferryman tcp**, for reference: the same proxy relaying bytes.
 
 HAProxy relays bytes without looking at them; ferryman in frames mode does per-frame work a byte
@@ -20,6 +22,7 @@ rotating.  The proxy's CPU time per message is reported too.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -41,14 +44,14 @@ from bench._common import (
 )
 from bench.tcp import READY_DEADLINE_S, Measurement, Target, Workload, _work_dir, measure_loadgen
 
-TARGETS = ("direct", "haproxy", "ferryman-frames", "ferryman-tcp")
+TARGETS = ("direct", "haproxy", "ferryman-frames", "ferryman-frames-py", "ferryman-tcp")
 WORKLOADS = tuple(
     Workload(f"framed-{n}", f"64 B frames, {n} conns", "loadgen", "framed", "echo", n, 64, "msgs/s", "msg")
     for n in (16, 256)
 )
 
 
-def _ferryman(procs: Processes, name: str, mode: str, backend: int, plan: CpuPlan) -> Target:
+def _ferryman(procs: Processes, name: str, mode: str, backend: int, plan: CpuPlan, *, compiled: bool = True) -> Target:
     listen, admin = free_ports(2)
     cfg = procs.log_dir / f"{name}.yaml"
     cfg.write_text(
@@ -58,7 +61,8 @@ def _ferryman(procs: Processes, name: str, mode: str, backend: int, plan: CpuPla
         f"    servers:\n      - {{name: b1, address: '127.0.0.1:{backend}'}}\n"
         f"admin: {{bind: '127.0.0.1:{admin}', token: bench}}\n"
     )
-    proc = procs.start(name, [sys.executable, "-m", "proxy", "run", "-c", str(cfg)], cpu=plan.proxy_cpu, cwd=ROOT)
+    env = {**os.environ, "FERRYMAN_NO_SPEEDUPS": "0" if compiled else "1"}
+    proc = procs.start(name, [sys.executable, "-m", "proxy", "run", "-c", str(cfg)], cpu=plan.proxy_cpu, cwd=ROOT, env=env)
     try:
         wait_http_ok(f"http://127.0.0.1:{admin}/readyz", deadline_s=READY_DEADLINE_S, proc=proc)
         wait_port(listen, deadline_s=5.0, proc=proc)
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "direct": Target("direct", {"echo": echo_port}, None),
                 "haproxy": Target("haproxy", {"echo": hp}, haproxy.pid, haproxy),
                 "ferryman-frames": _ferryman(procs, "ferryman-frames", "frames", env_port, plan),
+                "ferryman-frames-py": _ferryman(procs, "ferryman-frames-py", "frames", env_port, plan, compiled=False),
                 "ferryman-tcp": _ferryman(procs, "ferryman-tcp", "tcp", echo_port, plan),
             }
             raw: dict[str, dict[str, list[dict[str, Any]]]] = {w.name: {t: [] for t in TARGETS} for w in WORKLOADS}
@@ -121,12 +126,20 @@ def main(argv: list[str]) -> int:
     for w in WORKLOADS:
         med = {t: median([x["rate"] for x in data["raw"][w.name][t]]) for t in TARGETS}
         cpu = {t: median([x["cpu_us_per_msg"] or 0.0 for x in data["raw"][w.name][t]]) for t in TARGETS}
-        summary[w.name] = {**{f"{t}_msgs_per_s": med[t] for t in TARGETS}, "frames_vs_haproxy": med["ferryman-frames"] / med["haproxy"]}
+        summary[w.name] = {
+            **{f"{t}_msgs_per_s": med[t] for t in TARGETS},
+            "frames_vs_haproxy": med["ferryman-frames"] / med["haproxy"],
+            "frames_python_vs_haproxy": med["ferryman-frames-py"] / med["haproxy"],
+        }
         rows.append([
             w.label, *(fmt_number(med[t]) for t in TARGETS), f"{med['ferryman-frames'] / med['haproxy']:.2f}",
-            f"{cpu['haproxy']:.1f} / {cpu['ferryman-frames']:.1f} / {cpu['ferryman-tcp']:.1f}",
+            f"{med['ferryman-frames-py'] / med['haproxy']:.2f}",
+            f"{cpu['haproxy']:.1f} / {cpu['ferryman-frames']:.1f} / {cpu['ferryman-frames-py']:.1f} / {cpu['ferryman-tcp']:.1f}",
         ])  # fmt: skip
-    header = ["workload", *TARGETS, "frames / haproxy", "CPU µs/msg haproxy / frames / tcp"]
+    header = [
+        "workload", *TARGETS, "frames / haproxy", "frames (Python) / haproxy",
+        "CPU µs/msg haproxy / frames / frames (Python) / tcp",
+    ]  # fmt: skip
     table = markdown_table(header, rows)
     print(table)
     result = {"machine": machine_info(tools=("haproxy",)), "args": vars(args), "summary": summary, **data}

@@ -103,6 +103,11 @@ class FrameDecoder:
         self._failed = False
 
     @property
+    def buffer(self) -> bytearray:
+        """The bytes of an incomplete frame, held between calls (the same object for the decoder's life)."""
+        return self._buf
+
+    @property
     def buffered_bytes(self) -> int:
         """Bytes of an incomplete frame held between calls."""
         return len(self._buf)

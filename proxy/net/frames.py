@@ -34,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
+import os
 import secrets
 import struct
 import time
@@ -62,6 +64,15 @@ from replay.acks import AckTracker
 from replay.envelope import Ack, Attach, Attached, Error, Fenced, Missing, Push, Req, Res, Restore, Restored
 from replay.frames import FrameDecoder, FrameEncoder, FrameError, FrameTooLarge
 from replay.store.base import StoreError
+
+# The compiled steady-state path (replay/_speedups.c); the Python path below does the same work, and
+# is what runs when the extension was not built or FERRYMAN_NO_SPEEDUPS=1.
+_speedups: Any = None
+if os.environ.get("FERRYMAN_NO_SPEEDUPS") != "1":
+    try:
+        from replay import _speedups
+    except ImportError:  # built without a C compiler
+        pass
 
 if TYPE_CHECKING:
     from proxy.core.pool import ServerState
@@ -93,13 +104,14 @@ def next_epoch(previous: int) -> int:
 class BackendLink(asyncio.Protocol):
     """One proxy-to-backend connection in the envelope dialect, owned by a :class:`FramesClient`."""
 
-    __slots__ = ("closed", "decoder", "nbytes", "owner", "server", "transport", "write_paused")
+    __slots__ = ("closed", "decoder", "decoder_buf", "nbytes", "owner", "server", "transport", "write_paused")
 
     def __init__(self, owner: FramesClient, server: ServerState) -> None:
         self.owner = owner
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(max_frame_bytes=MAX_ENVELOPE_BYTES)
+        self.decoder_buf = self.decoder.buffer  # empty exactly when the stream is at a frame boundary
         self.nbytes = 0
         self.closed = False
         self.write_paused = False
@@ -117,12 +129,26 @@ class BackendLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.nbytes += len(data)
+        owner = self.owner
+        if owner.unwrap is not None and owner.link is self and owner.migration is None and not self.decoder_buf:
+            # The steady state in one compiled call: every leading plain reply goes to the client;
+            # whatever follows (any other envelope, a partial one) takes the Python path below.
+            out, count, nbody, end = owner.unwrap(data)
+            if out is not None:
+                owner.progressed = True
+                owner.frames_out += count
+                owner.bytes_out += nbody
+                owner.transport.write(out)
+                if owner.client_eof:
+                    owner._maybe_finished()
+            if end == len(data):
+                return
+            data = data[end:]
         try:
             payloads = self.decoder.feed(data)
         except FrameError as exc:
             self.owner.link_failed(self, f"bad frame from server: {exc}")
             return
-        owner = self.owner
         decode = env_mod.decode_from_backend
         unpackb = msgpack.unpackb
         for payload in payloads:
@@ -228,6 +254,9 @@ class FramesClient(asyncio.Protocol):
 
     #: The protocol of a backend connection (the plain dialect's client replaces it).
     link_class: type[BackendLink] = BackendLink
+    #: Whether the compiled steady-state path may carry this client's frames and replies (the plain
+    #: dialect forwards frames its own way).
+    compiled_path = True
 
     def __init__(self, listener: Listener) -> None:
         settings = listener.settings
@@ -249,6 +278,7 @@ class FramesClient(asyncio.Protocol):
             order = ">" if settings.frame_byteorder == "big" else "<"
             self.header_of = struct.Struct(order + ("I" if settings.frame_header_bytes == 4 else "Q")).pack
         self.max_buffered = settings.max_buffered_bytes
+        self.decoder_buf = self.decoder.buffer  # empty exactly when the stream is at a frame boundary
         # Fields the listener reads (shared with tcp mode's ClientSide).
         self.nbytes = 0
         self.nreads = 0
@@ -267,12 +297,22 @@ class FramesClient(asyncio.Protocol):
         self.attached = False
         self.next_seq = 1
         self.inflight: dict[int, bytes] = {}  # seq -> client frame, sent and not yet answered
+        # The compiled steady state (both directions), when built; None means the Python path.  It
+        # binds ``inflight``, which is only ever changed in place.
+        self.wrap: Any = None
+        self.unwrap: Any = None
+        if self.compiled_path and _speedups is not None:
+            big = settings.frame_byteorder == "big"
+            hsize = settings.frame_header_bytes
+            self.wrap = functools.partial(_speedups.wrap_reqs, hsize, big, settings.max_frame_bytes, self.inflight)
+            if self.fast_replies:
+                self.unwrap = functools.partial(_speedups.unwrap_res, self.inflight, hsize, big)
         self.pending: collections.deque[bytes] = collections.deque()  # client frames not sent yet
         self.pending_bytes = 0
         self.reading_paused = False  # too many client bytes waiting in ``pending``
         self.reading_off = False  # the client transport's reading is paused (for either reason)
         self.client_write_paused = False
-        self.held = False  # forwarding stopped: waiting for attached, restored, or a migration
+        self.held = True  # forwarding stopped: waiting for the session, attached, restored, or a migration
         self.restoring_from: int | None = None  # seq of a request answered with missing
         self.expected: dict[str, int] = {}
         self.acks: AckTracker | None = None  # the pool sends acks (send_acks): replay.acks
@@ -303,6 +343,22 @@ class FramesClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.nbytes += len(data)
         self.nreads += 1
+        if self.wrap is not None and not self.held and not self.pending and not self.closed and not self.decoder_buf:
+            # The steady state in one compiled call: every complete frame is numbered, recorded in
+            # flight and wrapped in a req, as _forward does; the rest (a partial or oversized frame)
+            # takes the Python path below.  (``held`` is true until the session is known.)
+            seq = self.next_seq
+            out, self.next_seq, end = self.wrap(data, seq)
+            if out is not None:
+                link = self.link
+                count = self.next_seq - seq
+                self.frames_in += count
+                link.server.frames_total += count  # type: ignore[union-attr]
+                if not link.closed:  # type: ignore[union-attr]
+                    link.transport.write(out)  # type: ignore[union-attr]
+            if end == len(data):
+                return
+            data = data[end:]
         try:
             frames = self.decoder.feed(data)
         except FrameTooLarge as exc:

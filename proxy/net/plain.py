@@ -87,6 +87,7 @@ class PlainClient(FramesClient):
     """Client half of a ``frames`` connection whose pool speaks the plain dialect."""
 
     link_class = PlainLink
+    compiled_path = False  # frames are recorded and forwarded raw (_forward), not wrapped in envelopes
 
     def __init__(self, listener: Listener) -> None:
         super().__init__(listener)

@@ -17,6 +17,8 @@ from replay.store import DurableStore
 from replay.store.records import FILE_HEADER_BYTES, RECORD_HEADER_BYTES, iter_records
 from tests.support import running_proxy
 
+pytestmark = pytest.mark.usefixtures("frames_path")  # compiled and Python steady-state paths
+
 
 @dataclass(frozen=True, slots=True)
 class AckSeen:

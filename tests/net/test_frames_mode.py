@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from replay import tokens
@@ -11,6 +12,8 @@ from tests.net.frames_support import GameServer, frames_config
 from tests.support import running_proxy
 
 AUTH = {"Authorization": "Bearer secret"}
+
+pytestmark = pytest.mark.usefixtures("frames_path")  # compiled and Python steady-state paths
 
 
 async def _servers(*specs: tuple[str, tuple[str, ...]]) -> list[GameServer]:

@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from replay.demo_client import DemoBackendProcess, FramesClient
 from tests.net.frames_support import frames_config
 from tests.support import running_proxy
+
+pytestmark = pytest.mark.usefixtures("frames_path")  # compiled and Python steady-state paths
 
 CLIENTS = 12
 FRAMES = 150
