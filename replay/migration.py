@@ -583,15 +583,19 @@ class Migration:
         if self.report.paused_s is None:
             self.report.paused_s = now_s
             actions.append(PauseClient())
-        resend = []
         self.seen_next_seq = max(self.seen_next_seq, max(self.inflight, default=0) + 1)
-        for seq, body in sorted(self.inflight.items()):
-            if self.idempotent(body):
-                resend.append((seq, body))
-            else:
-                actions.append(UnknownOutcome(seq))
-                self.report.unknown_outcomes += 1
-        self.unapplied = resend
+        # Replies reach the client in request order and the target takes consecutive seqs, so only
+        # the idempotent requests after the last one that is not can be resent: that one and every
+        # request before it are answered "unknown outcome" now, ahead of the resent ones' replies.
+        ordered = sorted(self.inflight.items())
+        cut = 0
+        for i, (_, body) in enumerate(ordered):
+            if not self.idempotent(body):
+                cut = i + 1
+        for seq, _ in ordered[:cut]:
+            actions.append(UnknownOutcome(seq))
+            self.report.unknown_outcomes += 1
+        self.unapplied = ordered[cut:]
         self.inflight.clear()
         restore = self._replay_restore()
         if restore is not None:

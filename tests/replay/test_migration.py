@@ -254,6 +254,32 @@ def test_source_dies_at_each_phase_rebuilds_on_target_with_unknown_outcomes(when
     assert f.outcome == "committed" and f.report.source_lost and f.report.unknown_outcomes == 1
 
 
+@pytest.mark.parametrize(
+    ("ops", "unknown", "resent"),
+    [
+        (["get", "incr", "get"], [10, 11], [12]),  # a resent 10 would answer after 11's unknown outcome
+        (["incr", "get", "get"], [10], [11, 12]),
+        (["get", "get"], [], [10, 11]),
+        (["incr", "incr"], [10, 11], []),
+    ],
+)
+def test_rebuild_resends_only_idempotent_requests_after_the_last_that_is_not(
+    ops: list[str], unknown: list[int], resent: list[int]
+) -> None:
+    inflight = {10 + i: op.encode() for i, op in enumerate(ops)}
+    m = make(inflight=inflight, idempotent=lambda body: body == b"get")
+    to_fencing(m)
+    out = m.handle(SourceFailed("reset"), 1.2)
+    assert of(out, UnknownOutcome) == [UnknownOutcome(seq) for seq in unknown]
+    # Consecutive seqs from where the target starts, so it never sees a gap.
+    assert of(out, SendTarget) == [SendTarget(Req(seq=seq, body=inflight[seq])) for seq in resent]
+    assert of(out, Commit) == [Commit("s2", 5, resent[0] if resent else 10 + len(ops))]
+    # Every unknown outcome goes to the client before any resent request can be answered.
+    kinds = [type(a) for a in out]
+    if unknown and resent:
+        assert max(i for i, k in enumerate(kinds) if k is UnknownOutcome) < kinds.index(SendTarget)
+
+
 def test_fence_timeout_treats_source_as_lost() -> None:
     m = make(inflight={10: b"x"})
     to_fencing(m)
