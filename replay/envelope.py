@@ -512,18 +512,18 @@ def _delta(value: Any, where: str) -> Delta:
         if set_ is not _MISSING or delete is not _MISSING:
             _fail(where, "a delta carries either data or set/del, not both")
         return Delta(version, data=_data(data, f"{where}.data"))
-    if set_ is _MISSING:
-        set_ = EMPTY
-    else:
-        set_ = _data(set_, f"{where}.set")
+    set_ = EMPTY if set_ is _MISSING else _data(set_, f"{where}.set")
+    return Delta(version, set_, _dels(delete, where))
+
+
+def _dels(delete: Any, where: str) -> tuple[Any, ...]:
+    """A delta's ``del`` (absent: none)."""
     if delete is _MISSING:
-        dels: tuple[Any, ...] = ()
-    else:
-        if type(delete) is not list:
-            _fail(f"{where}.del", f"expected an array, got {_describe(delete)}")
-        _check_keys(delete, f"{where}.del")
-        dels = tuple(delete)
-    return Delta(version, set_, dels)
+        return ()
+    if type(delete) is not list:
+        _fail(f"{where}.del", f"expected an array, got {_describe(delete)}")
+    _check_keys(delete, f"{where}.del")
+    return tuple(delete)
 
 
 def _restore_delta(value: Any, where: str) -> RestoreDelta:
@@ -536,16 +536,9 @@ def _restore_delta(value: Any, where: str) -> RestoreDelta:
         _fail(where, "a restore delta carries set/del, not data (a full state goes in restore.state)")
     set_ = d.get("set", _MISSING)
     set_ = EMPTY if set_ is _MISSING else _data(set_, f"{where}.set")
-    delete = d.get("del", _MISSING)
-    if delete is _MISSING:
-        dels: tuple[Any, ...] = ()
-    else:
-        if type(delete) is not list:
-            _fail(f"{where}.del", f"expected an array, got {_describe(delete)}")
-        _check_keys(delete, f"{where}.del")
-        dels = tuple(delete)
-        if set_ and any(k in set_ for k in dels):
-            _fail(where, "names the same key in both set and del")
+    dels = _dels(d.get("del", _MISSING), where)
+    if set_ and any(k in set_ for k in dels):
+        _fail(where, "names the same key in both set and del")
     return RestoreDelta(base, version, set_, dels)
 
 
