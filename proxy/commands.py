@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--requires", default="", help="comma-separated partitions this backend needs")
+    p.add_argument(
+        "--accept-proxy",
+        action="store_true",
+        help="every proxy connection starts with a PROXY protocol v1 or v2 header (for a pool with "
+        "send_proxy); a connection without a valid one is closed",
+    )
     p.set_defaults(func=cmd_demo_backend)
 
 
@@ -82,4 +88,4 @@ def cmd_demo_backend(args: argparse.Namespace) -> int:
     from replay.demo_backend import run_backend
 
     requires = tuple(p for p in args.requires.split(",") if p)
-    return run_backend(args.host, args.port, args.name, requires)
+    return run_backend(args.host, args.port, args.name, requires, accept_proxy=args.accept_proxy)

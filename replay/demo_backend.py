@@ -1,8 +1,9 @@
 """The demo game backend: an envelope-dialect server built on ``replay.sdk`` (DESIGN.md section 9).
 
-``ferryman demo-backend --port P --name NAME [--requires auth,game,cart]`` runs it; tests outside the
-project rely on its client ops, so they are a contract.  Client frames and replies are msgpack maps
-(inside the envelope's ``body``):
+``ferryman demo-backend --port P --name NAME [--requires auth,game,cart] [--accept-proxy]`` runs it
+(``--accept-proxy``: every proxy connection starts with a PROXY protocol v1/v2 header, for a pool with
+``send_proxy``); tests outside the project rely on its client ops, so they are a contract.  Client
+frames and replies are msgpack maps (inside the envelope's ``body``):
 
 ===========================================  =====================================================
 request                                      reply
@@ -42,9 +43,9 @@ from replay.sdk import Server, Session
 __all__ = ["build_server", "main", "run_backend", "serve_backend"]
 
 
-def build_server(name: str, requires: Sequence[str] = ()) -> Server:
+def build_server(name: str, requires: Sequence[str] = (), *, accept_proxy: bool = False) -> Server:
     """The demo game server (not listening yet: ``await server.start(host, port)``)."""
-    server = Server(name, requires=tuple(requires))
+    server = Server(name, requires=tuple(requires), accept_proxy=accept_proxy)
 
     def reply(obj: dict[str, Any]) -> bytes:
         obj["server"] = name
@@ -94,10 +95,16 @@ def build_server(name: str, requires: Sequence[str] = ()) -> Server:
 
 
 async def serve_backend(
-    host: str, port: int, name: str, requires: Sequence[str] = (), ready: asyncio.Event | None = None
+    host: str,
+    port: int,
+    name: str,
+    requires: Sequence[str] = (),
+    ready: asyncio.Event | None = None,
+    *,
+    accept_proxy: bool = False,
 ) -> None:
     """Serve the demo backend until cancelled; print ``listening HOST:PORT name=NAME`` once listening."""
-    server = build_server(name, requires)
+    server = build_server(name, requires, accept_proxy=accept_proxy)
     bound_host, bound_port = await server.start(host, port)
     try:
         print(f"listening {bound_host}:{bound_port} name={name}", flush=True)
@@ -108,12 +115,12 @@ async def serve_backend(
         await server.close()
 
 
-async def _main(host: str, port: int, name: str, requires: tuple[str, ...]) -> None:
+async def _main(host: str, port: int, name: str, requires: tuple[str, ...], accept_proxy: bool) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    serving = asyncio.create_task(serve_backend(host, port, name, requires))
+    serving = asyncio.create_task(serve_backend(host, port, name, requires, accept_proxy=accept_proxy))
     stopping = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -133,11 +140,13 @@ def _loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
-def run_backend(host: str, port: int, name: str, requires: tuple[str, ...] = ()) -> int:
+def run_backend(
+    host: str, port: int, name: str, requires: tuple[str, ...] = (), *, accept_proxy: bool = False
+) -> int:
     """Run the demo backend in this process until SIGTERM/SIGINT; return the exit code."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         try:
-            runner.run(_main(host, port, name, tuple(requires)))
+            runner.run(_main(host, port, name, tuple(requires), accept_proxy))
         except OSError as exc:
             print(
                 f"demo-backend {name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
@@ -147,7 +156,7 @@ def run_backend(host: str, port: int, name: str, requires: tuple[str, ...] = ())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replay.demo_backend --port P --name NAME [--requires auth,game]``."""
+    """``python -m replay.demo_backend --port P --name NAME [--requires auth,game] [--accept-proxy]``."""
     parser = argparse.ArgumentParser(
         prog="python -m replay.demo_backend", description=__doc__.splitlines()[0]
     )
@@ -155,9 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", default="demo")
     parser.add_argument("--requires", default="", help="comma-separated partition names")
+    parser.add_argument(
+        "--accept-proxy",
+        action="store_true",
+        help="every proxy connection starts with a PROXY protocol v1 or v2 header (for a pool with "
+        "send_proxy); a connection without a valid one is closed",
+    )
     args = parser.parse_args(argv)
     requires = tuple(p for p in args.requires.split(",") if p)
-    return run_backend(args.host, args.port, args.name, requires)
+    return run_backend(args.host, args.port, args.name, requires, accept_proxy=args.accept_proxy)
 
 
 if __name__ == "__main__":

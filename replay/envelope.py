@@ -89,6 +89,7 @@ RESTORE_DELTAS = "restore_deltas"  # applies ``restore`` deltas (``deltas`` next
 MAX_UINT64 = (1 << 64) - 1
 MAX_SID_BYTES = 128
 MAX_PARTITION_NAME_BYTES = 64
+MAX_CLIENT_IP_CHARS = 64  # attach.client's ip: an IPv6 address with a zone index fits
 
 # Same rule as the partition store (replay/store/base.py): names travel in admin URLs and config files.
 _PARTITION_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
@@ -190,6 +191,7 @@ class Attach:
     next_seq: int = 1
     requires_ack: bool = False
     token: str | None = None  # the session's token when the proxy issued the id (replay.tokens)
+    client: tuple[str, int] | None = None  # the client's (ip, port) as the proxy sees it
 
     def to_wire(self) -> dict[str, Any]:
         wire = {
@@ -203,6 +205,8 @@ class Attach:
             wire["requires_ack"] = True
         if self.token is not None:
             wire["token"] = self.token
+        if self.client is not None:
+            wire["client"] = [self.client[0], self.client[1]]
         return wire
 
 
@@ -588,6 +592,24 @@ def _d_attach(m: dict[str, Any]) -> Attach:
     token = m.get("token")
     if token is not None and (type(token) is not str or not 0 < len(token) <= 128):
         _fail("attach.token", f"expected a str of 1 to 128 characters, got {_describe(token)}")
+    client = m.get("client", _MISSING)
+    if client is _MISSING:
+        client = None
+    elif (
+        type(client) is not list
+        or len(client) != 2
+        or type(client[0]) is not str
+        or not 0 < len(client[0]) <= MAX_CLIENT_IP_CHARS
+        or type(client[1]) is not int
+        or not 0 <= client[1] <= 0xFFFF
+    ):
+        _fail(
+            "attach.client",
+            f"expected [ip (a str of 1 to {MAX_CLIENT_IP_CHARS} characters), port (0 to 65535)], "
+            f"got {_describe(client)}",
+        )
+    else:
+        client = (client[0], client[1])
     return Attach(
         validate_sid(m.get("sid", _MISSING), "attach.sid"),
         _uint(m, "epoch", "attach"),
@@ -595,6 +617,7 @@ def _d_attach(m: dict[str, Any]) -> Attach:
         _uint(m, "next_seq", "attach", 1),
         requires_ack,
         token,
+        client,
     )
 
 

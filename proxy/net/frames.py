@@ -8,7 +8,8 @@ A client speaks length-prefixed frames (``replay.frames``; header size, byte ord
 ``session_secret``, proves it with an HMAC token (``replay.tokens``).  Placement hashes the session id.
 
 Each client connection has one backend link at a time (:class:`BackendLink`), bound to the session with
-``attach`` at an epoch; the proxy numbers the client's frames (``seq``) and wraps each in a ``req``.
+``attach`` at an epoch (every ``attach`` carries the client's address); the proxy numbers the client's
+frames (``seq``) and wraps each in a ``req``.
 Replies (``res``) and pushes carry state deltas, applied to the partition store before the body goes
 to the client, so the store always holds every change a client has seen the effect of.  A ``missing``
 answer makes the proxy ``restore`` the partitions from the store and resend the request and every one
@@ -627,7 +628,8 @@ class FramesClient(asyncio.Protocol):
         if self.acks is None and self.runtime.pools[self.conn.pool.name].settings.send_acks:
             self.acks = AckTracker(self.next_seq - 1)  # decided once: a reload does not change it midway
             self.runtime.ack_clients.add(self)
-        link.send(Attach(self.sid, self.epoch, state, self.next_seq, self.acks is not None, self.token))
+        client = (self.conn.client_ip, self.conn.client_port)
+        link.send(Attach(self.sid, self.epoch, state, self.next_seq, self.acks is not None, self.token, client))
 
     def res_received(self, link: BackendLink, seq: int, body: bytes | None) -> None:
         """A ``res`` without deltas, handled without an envelope object unless a migration runs."""
@@ -884,14 +886,15 @@ class FramesClient(asyncio.Protocol):
                     self.restoring_from = None  # re-attaching ends the source's discarding
                     self.epoch = envelope.epoch
                     self.expected = {n: ps.digest for n, ps in envelope.state.items()}
-                    envelope = self._with_acks(envelope)
+                    envelope = self._own_attach(envelope)
                 if self.source is not None:
                     self.source.send(envelope)
             elif kind is mig.SendTarget:
                 # After Commit the target is the connection's link (the resent requests follow it).
                 link = self.target if self.target is not None else self.link
                 if link is not None:
-                    link.send(self._with_acks(action.envelope))
+                    envelope = action.envelope
+                    link.send(self._own_attach(envelope) if type(envelope) is Attach else envelope)
             elif kind is mig.DeliverToClient:
                 self.send_to_client(action.body)
             elif kind is mig.ConnectTarget:
@@ -962,14 +965,18 @@ class FramesClient(asyncio.Protocol):
             self.acks.rebase(action.next_seq)  # the target is acknowledged what it applies, nothing before
         if action.next_seq != machine.next_seq:
             # The source applied requests after the pre-copy attach: tell the target where seq stands.
-            target.send(Attach(self.sid, action.epoch, {}, action.next_seq, self.acks is not None))
+            target.send(self._own_attach(Attach(self.sid, action.epoch, {}, action.next_seq)))
 
-    def _with_acks(self, envelope: Any) -> Any:
-        """The migration machine's ``attach`` (to the target, or re-attaching the source after a
-        rollback), asking for acks when this connection sends them."""
-        if self.acks is not None and type(envelope) is Attach and not envelope.requires_ack:
-            return dataclasses.replace(envelope, requires_ack=True)
-        return envelope
+    def _own_attach(self, envelope: Attach) -> Attach:
+        """An ``attach`` of the migration machine (to the target, or re-attaching the source after a
+        rollback) or of the commit, as this connection sends every ``attach``: asking for acks when it
+        sends them, and with the client's address."""
+        conn = self.conn
+        return dataclasses.replace(
+            envelope,
+            requires_ack=envelope.requires_ack or self.acks is not None,
+            client=(conn.client_ip, conn.client_port),
+        )
 
     def _finished(self, action: mig.Finished) -> None:
         if self.migration_timer is not None:

@@ -37,6 +37,11 @@ drops this connection's own copy of the state.
 
 Hot path (``req`` -> ``res``): one ``msgpack.unpackb`` and one ``packb``, one future to wake the worker
 per burst, no logging, no per-request timers.
+
+PROXY protocol (``accept_proxy``): until a connection's PROXY v1/v2 header is complete its decoder is a
+:class:`_AwaitingProxyHeader`, which parses the header (``proxy.core.proxy_protocol``) and then puts the
+frame decoder back with the bytes that followed it, so the per-read path has no check for it.  A
+connection that does not start with a valid header is a protocol error (``bad_envelope``, closed).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.core import proxy_protocol
 from replay.canonical import digest
 from replay.envelope import (
     BAD_ENVELOPE,
@@ -108,13 +114,16 @@ class Session:
     ``state`` holds the partitions; ``sid``, ``epoch`` and ``status`` describe the binding; ``seq`` is the
     seq of the request being applied (0 outside requests).  ``requires_ack`` is what the proxy's
     ``attach`` said; ``acked_seq`` is the highest seq whose state changes (and every earlier request's)
-    the proxy acknowledged as durably stored on this connection (0: none yet).  Do not keep a
-    ``Session`` beyond ``status`` leaving ``ATTACHED`` except to read it.
+    the proxy acknowledged as durably stored on this connection (0: none yet).  ``client`` is the
+    client's ``(ip, port)``: from the ``attach`` that carried it, else from the connection's PROXY header
+    (``accept_proxy``), else ``None`` (docs/sdk.md).  Do not keep a ``Session`` beyond ``status``
+    leaving ``ATTACHED`` except to read it.
     """
 
     __slots__ = (
         "_conn",
         "acked_seq",
+        "client",
         "epoch",
         "requires_ack",
         "seq",
@@ -135,6 +144,7 @@ class Session:
         self.acked_seq = 0
         self.requires_ack = False
         self.token: str | None = None  # set when the proxy issued the session id (docs/protocol.md)
+        self.client: tuple[str, int] | None = conn.proxy_client
         self._conn: _Connection | None = conn
 
     @property
@@ -179,6 +189,43 @@ class ServerStatistics:
     protocol_errors_total: int
 
 
+class _AwaitingProxyHeader:
+    """A connection's frame decoder while its PROXY header is incomplete (``accept_proxy``).
+
+    The bytes collect in ``buf`` until ``proxy_protocol.parse`` has the whole header (it may take
+    several reads); then the frame decoder takes its place again and gets the bytes that followed
+    the header in the same read.  A header that cannot be valid fails the connection at once (the
+    parser refuses as soon as the bytes differ, and caps a header's size).
+    """
+
+    __slots__ = ("buf", "conn", "decoder")
+
+    def __init__(self, conn: _Connection, decoder: FrameDecoder) -> None:
+        self.conn = conn
+        self.decoder = decoder
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        conn = self.conn
+        buf = self.buf
+        buf += data
+        try:
+            parsed = proxy_protocol.parse(buf)
+        except proxy_protocol.ProxyProtocolError as exc:
+            conn.proxy_header_refused(str(exc))
+            return []
+        if parsed is None:
+            return []
+        header, consumed = parsed
+        if header.source_ip is not None:  # None: v1 UNKNOWN, v2 LOCAL or UNSPEC
+            conn.proxy_client = (header.source_ip, header.source_port or 0)
+        conn.decoder = self.decoder
+        return self.decoder.feed(bytes(buf[consumed:]))
+
+    def eof(self) -> None:
+        pass  # no frame was cut short
+
+
 class _Connection(asyncio.Protocol):
     """One proxy connection (see the module docstring)."""
 
@@ -198,6 +245,9 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.writable: asyncio.Event = asyncio.Event()
         self.writable.set()
+        self.proxy_client: tuple[str, int] | None = None  # the PROXY header's source (accept_proxy)
+        if server.accept_proxy:
+            self.decoder = _AwaitingProxyHeader(self, self.decoder)  # type: ignore[assignment]
 
     # -- asyncio callbacks --------------------------------------------------------------------------
 
@@ -287,6 +337,15 @@ class _Connection(asyncio.Protocol):
         if wake is not None and not wake.done():
             wake.set_result(None)
         self.transport.close()  # type: ignore[union-attr]
+
+    def proxy_header_refused(self, reason: str) -> None:
+        """``accept_proxy``: the connection does not start with a valid PROXY header."""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        log.warning(
+            "sdk_proxy_header_refused",
+            extra={"server": self.server.name, "peer": peer and f"{peer[0]}:{peer[1]}", "error": reason},
+        )
+        self.fail(BAD_ENVELOPE, f"PROXY protocol header expected: {reason}")
 
     def _check_epoch(self, sid: str, epoch: int) -> bool:
         highest = self.server._highest_epoch(sid)
@@ -441,6 +500,10 @@ class _Connection(asyncio.Protocol):
         session.requires_ack = env.requires_ack
         if env.token is not None:
             session.token = env.token
+        if env.client is not None:
+            # The proxy's view of the client wins over the PROXY header's: it survives a hop between
+            # the proxy and this server that sends a header of its own (docs/sdk.md).
+            session.client = env.client
         state = session.state
         for name, ps in env.state.items():
             state.load(name, ps.version, ps.data, digests[name])  # type: ignore[arg-type]
@@ -576,6 +639,7 @@ class Server:
         on_ack: AckHook | None = None,
         epoch_memory: int = 65536,
         close_timeout_s: float = 5.0,
+        accept_proxy: bool = False,
     ) -> None:
         self.name = name
         self.requires: tuple[str, ...] = tuple(requires)
@@ -592,6 +656,8 @@ class Server:
         self.on_ack = on_ack
         self.epoch_memory = epoch_memory
         self.close_timeout_s = close_timeout_s
+        # Every connection starts with a PROXY protocol v1 or v2 header (a pool's send_proxy).
+        self.accept_proxy = accept_proxy
         self._conns: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._bound: dict[str, list[_Connection]] = {}

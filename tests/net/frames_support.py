@@ -12,10 +12,10 @@ from replay.sdk import Server
 class GameServer:
     """The demo game server (``replay.demo_backend``) on a real loopback port."""
 
-    def __init__(self, name: str, requires: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, requires: tuple[str, ...] = (), *, accept_proxy: bool = False) -> None:
         self.name = name
         self.requires = requires
-        self.server: Server = build_server(name, requires)
+        self.server: Server = build_server(name, requires, accept_proxy=accept_proxy)
         self.port = 0
 
     async def start(self) -> GameServer:

@@ -8,11 +8,15 @@ from typing import Any
 import aiohttp
 import msgpack
 import orjson
+import pytest
 
+import replay.sdk.server as sdk_server
 from proxy.core import proxy_protocol
 from proxy.runtime import Runtime
 from replay import tokens
 from replay.demo_client import FramesClient
+from replay.envelope import Attach, Attached, Restore, decode_from_proxy, encode_frame
+from replay.frames import FrameDecoder
 from tests.net.frames_support import GameServer, frames_config
 from tests.support import running_proxy
 
@@ -346,3 +350,133 @@ async def test_plain_dialect_takes_the_header_too() -> None:
         assert s1.frames_seen[0]["op"] == "login"  # the server never sees the header
         c.close()
     await s1.kill()
+
+
+CLIENT = ("203.0.113.7", 40000)  # the source address of V1
+
+
+def header_addresses(game: GameServer) -> list[tuple[str, int] | None]:
+    """The source address of the PROXY header on each of an SDK server's live connections."""
+    return [conn.proxy_client for conn in game.server._conns]
+
+
+@pytest.mark.usefixtures("frames_path")
+async def test_sdk_servers_take_the_send_proxy_header_on_every_server_the_session_moves_to() -> None:
+    games = [await GameServer(name, accept_proxy=True).start() for name in ("s1", "s2")]
+    config = frames_config(games, listener="accept_proxy: true", pool="send_proxy: v2")
+    async with running_proxy(config) as rt:
+        c, _client = await open_raw(rt)
+        c.writer.write(V1 + frame({"op": "hello", "sid": "p7"}))
+        first = (await c.recv())["server"]
+        source, target = games if first == "s1" else games[::-1]
+        assert (await c.call({"op": "incr", "key": "k", "seq": 1})) == {"key": "k", "value": 1, "seq": 1, "server": first}
+        assert header_addresses(source) == [CLIENT]
+        assert source.server.session("p7").client == CLIENT
+        (conn_id,) = rt.listeners["play"].connections
+        report = await rt.migrate_connection(conn_id, target.name)
+        assert report["outcome"] == "committed", report
+        reply = await c.call({"op": "incr", "key": "k", "seq": 2})
+        assert reply == {"key": "k", "value": 2, "seq": 2, "server": target.name}
+        assert header_addresses(target) == [CLIENT]
+        assert target.server.session("p7").client == CLIENT
+        for g in games:
+            assert g.server.statistics().protocol_errors_total == 0
+        c.close()
+    for g in games:
+        await g.stop()
+
+
+async def test_sdk_servers_learn_the_client_address_from_attach_without_a_header() -> None:
+    games = [await GameServer(name).start() for name in ("s1", "s2")]
+    async with running_proxy(frames_config(games, listener="accept_proxy: true")) as rt:
+        c, _client = await open_raw(rt)
+        c.writer.write(V1 + frame({"op": "hello", "sid": "p8"}))
+        first = (await c.recv())["server"]
+        source, target = games if first == "s1" else games[::-1]
+        assert source.server.session("p8").client == CLIENT
+        assert header_addresses(source) == [None]  # no send_proxy: no header, the attach told it
+        (conn_id,) = rt.listeners["play"].connections
+        report = await rt.migrate_connection(conn_id, target.name)
+        assert report["outcome"] == "committed", report
+        assert (await c.call({"op": "incr", "key": "k", "seq": 1}))["server"] == target.name
+        assert target.server.session("p8").client == CLIENT
+        c.close()
+    for g in games:
+        await g.stop()
+
+
+class RefusingTarget:
+    """An envelope backend that takes an ``attach`` (recorded in ``attaches``) and drops the connection
+    at the first ``restore``: a migration to it rolls back after the source was fenced."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.requires: tuple[str, ...] = ()
+        self.attaches: list[Attach] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> RefusingTarget:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder()
+        try:
+            while data := await reader.read(65536):
+                for payload in decoder.feed(data):
+                    env = decode_from_proxy(payload)
+                    if type(env) is Restore:
+                        return
+                    if type(env) is Attach:
+                        self.attaches.append(env)
+                        digests = {n: ps.digest for n, ps in env.state.items()}
+                        versions = {n: ps.version for n, ps in env.state.items()}
+                        writer.write(encode_frame(Attached(env.sid, env.epoch, digests, versions)))
+        finally:
+            writer.transport.abort()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_every_attach_of_a_rolled_back_migration_carries_the_client_address(monkeypatch) -> None:
+    attaches: list[Attach] = []  # what the SDK server (the source) is sent
+    decode = sdk_server.decode_from_proxy
+
+    def recording(payload: bytes) -> Any:
+        env = decode(payload)
+        if type(env) is Attach:
+            attaches.append(env)
+        return env
+
+    monkeypatch.setattr(sdk_server, "decode_from_proxy", recording)
+    source = await GameServer("s1").start()
+    target = await RefusingTarget("s2").start()
+    config = frames_config([source, target], listener="accept_proxy: true", pool="balance: round_robin")
+    async with running_proxy(config) as rt:
+        c, _client = await open_raw(rt)
+        c.writer.write(V1 + frame({"op": "hello", "sid": "p9"}))
+        assert (await c.recv())["server"] == "s1"
+        assert (await c.call({"op": "incr", "key": "k", "seq": 1}))["value"] == 1
+        # A change outside any request: the fence reports it, so the handoff needs a restore.
+        source.server.session("p9").state["game"]["tick"] = 1
+        (conn_id,) = rt.listeners["play"].connections
+        report = await rt.migrate_connection(conn_id, "s2")
+        assert report["outcome"] == "rolled_back", report
+        assert (await c.call({"op": "incr", "key": "k", "seq": 2})) == {"key": "k", "value": 2, "seq": 2, "server": "s1"}
+        (precopy,) = target.attaches
+        first, reattach = attaches
+        assert reattach.epoch > precopy.epoch > first.epoch  # the fenced source bound again
+        assert [a.client for a in (first, precopy, reattach)] == [CLIENT] * 3
+        assert source.server.session("p9").client == CLIENT
+        c.close()
+    await source.stop()
+    await target.stop()

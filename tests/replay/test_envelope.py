@@ -84,9 +84,15 @@ restores = st.builds(
     st.dictionaries(names, restore_deltas_st, max_size=3),
 )
 features_st = st.lists(st.text(max_size=16), max_size=3).map(tuple)
+tokens_st = st.none() | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=128)
+clients_st = st.none() | st.tuples(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=64)
+    | st.ip_addresses().map(str),
+    st.integers(min_value=0, max_value=65535),
+)
 
 from_proxy = st.one_of(
-    st.builds(Attach, sids, U64, states, POS, st.booleans()),
+    st.builds(Attach, sids, U64, states, POS, st.booleans(), tokens_st, clients_st),
     st.builds(Req, POS, st.binary(max_size=50)),
     st.builds(Restore, U64, states),
     restores,
@@ -151,6 +157,20 @@ def test_wire_shape_is_the_documented_one() -> None:
     }
     assert msgpack.unpackb(encode(Res(1))) == {"t": "res", "seq": 1}
     assert decode(encode(Res(1))).deltas == EMPTY == {}
+
+
+def test_attach_client_wire_shape() -> None:
+    attach = Attach("s", 2, {}, 5, client=("203.0.113.7", 40000))
+    assert msgpack.unpackb(encode(attach))["client"] == ["203.0.113.7", 40000]
+    assert decode_from_proxy(encode(attach)) == attach
+    assert decode_from_proxy(encode(attach)).client == ("203.0.113.7", 40000)  # a tuple, not a list
+    # Absent: None, and the envelope is what every earlier backend reads.
+    assert "client" not in msgpack.unpackb(encode(Attach("s", 2, {}, 5)))
+    assert decode(raw(t="attach", sid="s", epoch=2, state={}, next_seq=5)).client is None
+    six = raw(t="attach", sid="s", epoch=2, state={}, next_seq=5, client=["2001:db8::7", 0])
+    assert decode_from_proxy(six).client == ("2001:db8::7", 0)
+    longest = raw(t="attach", sid="s", epoch=2, state={}, next_seq=5, client=["f" * 64, 65535])
+    assert decode_from_proxy(longest).client == ("f" * 64, 65535)
 
 
 def test_restore_deltas_and_features_wire_shape() -> None:
@@ -241,6 +261,25 @@ MALFORMED = [
         "partition keys",
     ),
     (raw(t="attach", sid="s", epoch=1, state={"g": 3}, next_seq=1), "attach.state['g']"),
+    *[
+        (raw(t="attach", sid="s", epoch=1, state={}, next_seq=1, client=client), "attach.client")
+        for client in (
+            None,
+            "203.0.113.7:40000",
+            ["203.0.113.7"],
+            ["203.0.113.7", 40000, 443],
+            [b"203.0.113.7", 40000],
+            ["", 40000],
+            ["f" * 65, 40000],
+            [1, 40000],
+            ["203.0.113.7", -1],
+            ["203.0.113.7", 65536],
+            ["203.0.113.7", True],
+            ["203.0.113.7", 1.0],
+            ["203.0.113.7", "40000"],
+            {"ip": "203.0.113.7", "port": 40000},
+        )
+    ],
     (raw(t="restore", state=GOOD_STATE), "restore.epoch"),
     (raw(t="restore", epoch=1), "restore.state"),
     (raw(t="restore", epoch=1, state={}, deltas=[]), "restore.deltas: expected a map"),
@@ -343,6 +382,8 @@ FIELDS = [
     "state",
     "next_seq",
     "requires_ack",
+    "token",
+    "client",
     "seq",
     "body",
     "digests",

@@ -202,3 +202,47 @@ def test_run_backend_reports_an_address_in_use() -> None:
         )
     assert done.returncode == 1
     assert f"demo-backend p2: cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_demo_backend_help_documents_accept_proxy() -> None:
+    import subprocess
+
+    for command in (("proxy", "demo-backend"), ("replay.demo_backend",)):
+        help_text = subprocess.run(
+            [sys.executable, "-m", *command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S * 3,
+            check=True,
+        ).stdout
+        assert "--accept-proxy" in help_text and "PROXY protocol" in help_text, command
+        assert all(flag in help_text for flag in ("--port", "--name", "--host", "--requires")), command
+
+
+async def test_ferryman_demo_backend_accept_proxy_reads_the_header_first() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "proxy", "demo-backend", "--port", "0", "--name", "p3", "--accept-proxy"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(DEADLINE_S * 3):
+            line = (await proc.stdout.readline()).decode()
+        port = int(line.split()[1].rsplit(":", 1)[1])
+        proxy = await ScriptedProxy.connect(("127.0.0.1", port))
+        proxy.send_raw(b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n")
+        proxy.send(Attach("s", 1, {}, 1), Req(1, pack({"op": "hello", "sid": "s"})))
+        assert type(await proxy.recv()) is Attached
+        assert msgpack.unpackb((await proxy.recv()).body) == {"ok": True, "sid": "s", "server": "p3"}
+        plain = await ScriptedProxy.connect(("127.0.0.1", port))
+        plain.send(Attach("t", 1, {}, 1))  # no header: refused
+        (error,) = await plain.closed()
+        assert error.code == "bad_envelope" and "PROXY" in error.message
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(DEADLINE_S * 3):
+            assert await proc.wait() == 0
+        assert await proxy.closed() == []
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -10,6 +10,7 @@ import msgpack
 import pytest
 
 import replay.sdk.server as server_module
+from proxy.core import proxy_protocol
 from replay.canonical import digest
 from replay.envelope import (
     Ack,
@@ -28,9 +29,10 @@ from replay.envelope import (
     Restore,
     Restored,
     RestoreDelta,
+    encode_frame,
 )
 from replay.sdk import Server, Session, SessionFrozen, SessionStatus
-from tests.replay.sdk.scripted_proxy import ScriptedProxy
+from tests.replay.sdk.scripted_proxy import DEADLINE_S, ScriptedProxy
 
 
 def pack(obj: object) -> bytes:
@@ -468,3 +470,169 @@ def test_server_needs_a_handler_and_valid_requires() -> None:
     server = Server("s")
     with pytest.raises(ValueError, match="no handler"):
         asyncio.run(server.start())
+
+
+# -- accept_proxy: a PROXY protocol header before the frames; the client's address ------------------
+
+V1 = b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n"
+V2 = proxy_protocol.build_v2(("2001:db8::7", 51000), ("2001:db8::1", 7000))
+V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
+V2_LOCAL = proxy_protocol.V2_SIGNATURE + bytes([0x20, 0x00, 0x00, 0x00])  # LOCAL, no addresses
+
+
+async def whoami(session: Session, body: bytes) -> bytes:
+    return pack(session.client)
+
+
+def record_reads(monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue[bytes]:
+    """Every read an SDK connection gets, reported once it has handled it."""
+    reads: asyncio.Queue[bytes] = asyncio.Queue()
+    original = server_module._Connection.data_received
+
+    def data_received(self, data: bytes) -> None:
+        original(self, data)
+        reads.put_nowait(bytes(data))
+
+    monkeypatch.setattr(server_module._Connection, "data_received", data_received)
+    return reads
+
+
+async def send_in_reads(proxy: ScriptedProxy, reads: asyncio.Queue[bytes], chunks: list[bytes]) -> None:
+    """Write each chunk only once the server has read everything before it: each is a read of its own."""
+    for chunk in chunks:
+        proxy.send_raw(chunk)
+        got = b""
+        async with asyncio.timeout(DEADLINE_S):
+            while len(got) < len(chunk):
+                got += await reads.get()
+        assert got == chunk
+
+
+ATTACH = encode_frame(Attach("sess", 1, {"game": PartitionState(0, {})}, 1))
+REQ = encode_frame(Req(1, b"who"))
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [V1 + ATTACH + REQ],  # the header and every frame in one write
+        [V1[:20], V1[20:] + ATTACH[:3], ATTACH[3:9], ATTACH[9:] + REQ],  # the header's end with a frame's start
+        [V1[:-1], V1[-1:], ATTACH + REQ[:5], REQ[5:]],  # the header complete alone, on its last byte
+    ],
+    ids=["one-write", "header-end-and-frame-start", "header-alone"],
+)
+async def test_accept_proxy_v1_header_gives_the_client_address(monkeypatch, chunks) -> None:
+    reads = record_reads(monkeypatch)
+    async with serving(whoami, accept_proxy=True) as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        await send_in_reads(proxy, reads, chunks)
+        assert type(await proxy.recv()) is Attached
+        res = await proxy.recv()
+        assert res.seq == 1 and msgpack.unpackb(res.body) == ["203.0.113.7", 40000]
+        assert server.session("sess").client == ("203.0.113.7", 40000)
+        proxy.send(Req(2, b"again"))  # the frame decoder carries on after the header stage
+        assert msgpack.unpackb((await proxy.recv()).body) == ["203.0.113.7", 40000]
+        assert server.statistics().protocol_errors_total == 0
+        await proxy.close()
+
+
+async def test_accept_proxy_v2_header_and_frames_split_byte_by_byte(monkeypatch) -> None:
+    reads = record_reads(monkeypatch)
+    async with serving(whoami, accept_proxy=True) as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        stream = V2 + ATTACH + REQ
+        await send_in_reads(proxy, reads, [stream[i : i + 1] for i in range(len(stream))])
+        assert type(await proxy.recv()) is Attached
+        assert msgpack.unpackb((await proxy.recv()).body) == ["2001:db8::7", 51000]
+        assert server.session("sess").client == ("2001:db8::7", 51000)
+        await proxy.close()
+
+
+@pytest.mark.parametrize("header", [V1_UNKNOWN, V2_LOCAL], ids=["v1-unknown", "v2-local"])
+async def test_a_header_without_addresses_gives_no_client(header) -> None:
+    async with serving(whoami, accept_proxy=True) as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        proxy.send_raw(header + ATTACH + REQ)
+        assert type(await proxy.recv()) is Attached
+        assert msgpack.unpackb((await proxy.recv()).body) is None
+        assert server.session("sess").client is None
+        # The proxy's own view fills the gap (a mixed-family client gets an UNKNOWN header).
+        other = await ScriptedProxy.connect(server.address)
+        other.send_raw(header + encode_frame(Attach("two", 1, {}, 1, client=("203.0.113.8", 1))))
+        assert type(await other.recv()) is Attached
+        assert server.session("two").client == ("203.0.113.8", 1)
+        await proxy.close()
+        await other.close()
+
+
+async def test_attach_client_wins_over_the_proxy_header() -> None:
+    async with serving(whoami, accept_proxy=True) as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        proxy.send_raw(V1 + encode_frame(Attach("sess", 1, {}, 1, client=("198.51.100.9", 1234))))
+        assert type(await proxy.recv()) is Attached
+        session = server.session("sess")
+        assert session.client == ("198.51.100.9", 1234)
+        # A re-attach without the field keeps it; one with the field replaces it.
+        proxy.send(Fence(2), Attach("sess", 3, {}, 1))
+        assert [type(e) for e in await proxy.recv_n(2)] == [Fenced, Attached]
+        assert session.client == ("198.51.100.9", 1234)
+        proxy.send(Fence(4), Attach("sess", 5, {}, 1, client=("198.51.100.10", 1)))
+        assert [type(e) for e in await proxy.recv_n(2)] == [Fenced, Attached]
+        assert session.client == ("198.51.100.10", 1)
+        await proxy.close()
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        ATTACH,  # frames without a header
+        b"PROXY TCP4 203.0.113.7 not-an-address 40000 443\r\n" + ATTACH,
+        proxy_protocol.V2_SIGNATURE[:5] + ATTACH,  # a v2 signature cut off by a frame
+        b"PROXY TCP4 " + b"1" * 120,  # no end of line within a v1 header's 107 bytes
+        V2[:12] + b"\x11" + V2[13:] + ATTACH,  # the v2 signature, then version 1
+    ],
+    ids=["no-header", "bad-address", "cut-signature", "too-long", "bad-version"],
+)
+async def test_a_connection_without_a_valid_header_is_closed(stream, caplog) -> None:
+    async with serving(whoami, accept_proxy=True) as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        proxy.send_raw(stream)
+        (error,) = await proxy.closed()
+        assert type(error) is Error and error.code == "bad_envelope" and "PROXY" in error.message
+        assert server.sessions() == [] and server.statistics().protocol_errors_total == 1
+        (record,) = [r for r in caplog.records if r.msg == "sdk_proxy_header_refused"]
+        assert record.name == "ferryman.sdk" and record.server == "s1"
+        # Only that connection: the next one with a header is served.
+        good = await ScriptedProxy.connect(server.address)
+        good.send_raw(V1 + ATTACH)
+        assert type(await good.recv()) is Attached
+        await good.close()
+
+
+async def test_a_connection_closed_inside_the_header_is_no_error() -> None:
+    async with serving(whoami, accept_proxy=True) as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        proxy.send_raw(V1[:10])
+        proxy.writer.write_eof()
+        assert await proxy.closed() == []
+        assert server.statistics().protocol_errors_total == 0
+
+
+async def test_without_accept_proxy_a_header_is_a_bad_frame_and_attach_gives_the_client() -> None:
+    async with serving(whoami) as server:
+        proxy = await ScriptedProxy.connect(server.address)
+        proxy.send_raw(V1 + ATTACH)  # "PROXY..." read as a frame length, as always
+        (error,) = await proxy.closed()
+        assert error.code == "frame_too_large"
+        plain = await attached(server)
+        assert server.session("sess").client is None  # nothing said where the client is
+        plain.send(Req(1, b"who"))
+        assert msgpack.unpackb((await plain.recv()).body) is None
+        told = await ScriptedProxy.connect(server.address)
+        told.send(Attach("told", 1, {}, 1, client=("203.0.113.7", 40000)))
+        assert type(await told.recv()) is Attached
+        assert server.session("told").client == ("203.0.113.7", 40000)
+        told.send(Req(1, b"who"))
+        assert msgpack.unpackb((await told.recv()).body) == ["203.0.113.7", 40000]
+        await plain.close()
+        await told.close()
