@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from typing import Any
 
@@ -28,6 +29,39 @@ class GameServer:
 
     async def stop(self) -> None:
         await self.server.close()
+
+
+class LoopbackServer:
+    """A hand-written test server on a loopback port, usable in ``frames_config`` like a ``GameServer``:
+    subclasses set ``name`` (and ``requires``) and implement ``_serve``.  ``stop`` aborts the
+    connections in ``writers``."""
+
+    name: str
+    requires: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> Any:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.transport.abort()
+        await self.server.wait_closed()
 
 
 def frames_config(

@@ -17,7 +17,7 @@ from replay import tokens
 from replay.demo_client import FramesClient
 from replay.envelope import Attach, Attached, Restore, decode_from_proxy, encode_frame
 from replay.frames import FrameDecoder
-from tests.net.frames_support import GameServer, frames_config
+from tests.net.frames_support import GameServer, LoopbackServer, frames_config
 from tests.support import running_proxy
 
 V1 = b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n"
@@ -178,27 +178,16 @@ async def test_v2_local_keeps_the_socket_address() -> None:
     await s1.stop()
 
 
-class ProxyHeaderFront:
+class ProxyHeaderFront(LoopbackServer):
     """What a server behind a PROXY-protocol-aware front sees: it takes the header the proxy sends
     (recorded in ``headers``) and relays the rest both ways to a game server."""
 
     def __init__(self, target: GameServer) -> None:
+        super().__init__()
         self.target = target
         self.name = target.name
         self.requires = target.requires
         self.headers: list[proxy_protocol.ProxyHeader] = []
-        self.server: asyncio.Server | None = None
-        self.writers: list[asyncio.StreamWriter] = []
-        self.port = 0
-
-    async def start(self) -> ProxyHeaderFront:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
@@ -225,13 +214,6 @@ class ProxyHeaderFront:
                 dst.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for w in self.writers:
-            w.transport.abort()
-        await self.server.wait_closed()
 
 
 async def test_send_proxy_carries_the_address_from_the_client_header() -> None:
@@ -405,25 +387,14 @@ async def test_sdk_servers_learn_the_client_address_from_attach_without_a_header
         await g.stop()
 
 
-class RefusingTarget:
+class RefusingTarget(LoopbackServer):
     """An envelope backend that takes an ``attach`` (recorded in ``attaches``) and drops the connection
     at the first ``restore``: a migration to it rolls back after the source was fenced."""
 
     def __init__(self, name: str) -> None:
+        super().__init__()
         self.name = name
-        self.requires: tuple[str, ...] = ()
         self.attaches: list[Attach] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> RefusingTarget:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = FrameDecoder()
@@ -440,11 +411,6 @@ class RefusingTarget:
                         writer.write(encode_frame(Attached(env.sid, env.epoch, digests, versions)))
         finally:
             writer.transport.abort()
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
 
 async def test_every_attach_of_a_rolled_back_migration_carries_the_client_address(monkeypatch) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from replay.canonical import digest
 from replay.frames import FrameDecoder
-from tests.net.frames_support import frames_config
+from tests.net.frames_support import LoopbackServer, frames_config
 from tests.support import running_proxy
 
 pytestmark = pytest.mark.usefixtures("frames_path")  # compiled and Python steady-state paths
@@ -30,31 +30,16 @@ def _frame(payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + payload
 
 
-class ChoppyBackend:
+class ChoppyBackend(LoopbackServer):
     """Answers every ``req`` with a ``res`` of the same body; every third one also reports a delta to
     partition ``game``.  Its output goes out in random pieces (1 to 40 bytes), yielding in between."""
 
+    name = "s1"
+
     def __init__(self, seed: int) -> None:
+        super().__init__()
         self.rng = random.Random(seed)
-        self.name = "s1"
-        self.requires: tuple[str, ...] = ()
-        self.port = 0
-        self.server: asyncio.Server | None = None
         self.game_version = 0
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def start(self) -> ChoppyBackend:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = FrameDecoder(max_frame_bytes=1 << 24)
