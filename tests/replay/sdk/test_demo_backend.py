@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 
 import msgpack
 import pytest
@@ -153,37 +155,43 @@ async def test_serve_backend_prints_where_it_listens(capsys: pytest.CaptureFixtu
     assert await proxy.closed() == []
 
 
-async def test_run_backend_process_stops_on_sigterm() -> None:
+@contextlib.asynccontextmanager
+async def backend_process(*command: str) -> AsyncIterator[tuple[int, str]]:
+    """A demo backend process; yields its port and the line it printed.  On exit it must stop cleanly
+    on SIGTERM."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "replay.demo_backend",
-        "--port",
-        "0",
-        "--name",
-        "p1",
-        "--requires",
-        "auth,game",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-m", *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
         async with asyncio.timeout(DEADLINE_S * 3):
             line = (await proc.stdout.readline()).decode()
-        assert line.startswith("listening 127.0.0.1:") and line.strip().endswith("name=p1")
-        port = int(line.split()[1].rsplit(":", 1)[1])
-        proxy = await ScriptedProxy.connect(("127.0.0.1", port))
-        proxy.send(Attach("s", 1, {}, 1), Req(1, pack({"op": "hello", "sid": "s"})))
-        assert type(await proxy.recv()) is Attached
-        assert msgpack.unpackb((await proxy.recv()).body) == {"ok": True, "sid": "s", "server": "p1"}
+        assert line.startswith("listening 127.0.0.1:"), line
+        yield int(line.split()[1].rsplit(":", 1)[1]), line
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(DEADLINE_S * 3):
             assert await proc.wait() == 0
-        assert await proxy.closed() == []
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def hello(port: int, name: str, *, header: bytes = b"") -> ScriptedProxy:
+    proxy = await ScriptedProxy.connect(("127.0.0.1", port))
+    if header:
+        proxy.send_raw(header)
+    proxy.send(Attach("s", 1, {}, 1), Req(1, pack({"op": "hello", "sid": "s"})))
+    assert type(await proxy.recv()) is Attached
+    assert msgpack.unpackb((await proxy.recv()).body) == {"ok": True, "sid": "s", "server": name}
+    return proxy
+
+
+async def test_run_backend_process_stops_on_sigterm() -> None:
+    command = ("replay.demo_backend", "--port", "0", "--name", "p1", "--requires", "auth,game")
+    async with backend_process(*command) as (port, line):
+        assert line.strip().endswith("name=p1")
+        proxy = await hello(port, "p1")
+    assert await proxy.closed() == []
 
 
 def test_run_backend_reports_an_address_in_use() -> None:
@@ -220,29 +228,10 @@ def test_demo_backend_help_documents_accept_proxy() -> None:
 
 
 async def test_ferryman_demo_backend_accept_proxy_reads_the_header_first() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "proxy", "demo-backend", "--port", "0", "--name", "p3", "--accept-proxy"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(DEADLINE_S * 3):
-            line = (await proc.stdout.readline()).decode()
-        port = int(line.split()[1].rsplit(":", 1)[1])
-        proxy = await ScriptedProxy.connect(("127.0.0.1", port))
-        proxy.send_raw(b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n")
-        proxy.send(Attach("s", 1, {}, 1), Req(1, pack({"op": "hello", "sid": "s"})))
-        assert type(await proxy.recv()) is Attached
-        assert msgpack.unpackb((await proxy.recv()).body) == {"ok": True, "sid": "s", "server": "p3"}
+    async with backend_process("proxy", "demo-backend", "--port", "0", "--name", "p3", "--accept-proxy") as (port, _):
+        proxy = await hello(port, "p3", header=b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n")
         plain = await ScriptedProxy.connect(("127.0.0.1", port))
         plain.send(Attach("t", 1, {}, 1))  # no header: refused
         (error,) = await plain.closed()
         assert error.code == "bad_envelope" and "PROXY" in error.message
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(DEADLINE_S * 3):
-            assert await proc.wait() == 0
-        assert await proxy.closed() == []
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    assert await proxy.closed() == []
