@@ -10,7 +10,9 @@ frames, one in flight per connection, at 16 and 256 connections:
   ``req`` with a ``res`` carrying the same body), unwraps the ``res`` and frames the body back;
 - **ferryman frames (Python)**: the same with the compiled steady-state path switched off
   (``FERRYMAN_NO_SPEEDUPS=1``), which is what an install without a C compiler runs;
-- **ferryman tcp**, for reference: the same proxy relaying bytes.
+- **ferryman tcp**, for reference: the same proxy relaying bytes;
+- **pyrelay**, the ceiling for anything whose protocol callbacks are Python: ``bench/pyrelay.py``, two
+  asyncio Protocols spliced on uvloop and nothing else, relaying bytes to the echo.
 
 HAProxy relays bytes without looking at them; ferryman in frames mode does per-frame work a byte
 relay does not (decode, sequence, envelope both ways, session bookkeeping), so this compares what an
@@ -44,7 +46,7 @@ from bench._common import (
 )
 from bench.tcp import READY_DEADLINE_S, Measurement, Target, Workload, _work_dir, measure_loadgen
 
-TARGETS = ("direct", "haproxy", "ferryman-frames", "ferryman-frames-py", "ferryman-tcp")
+TARGETS = ("direct", "haproxy", "ferryman-frames", "ferryman-frames-py", "ferryman-tcp", "pyrelay")
 WORKLOADS = tuple(
     Workload(f"framed-{n}", f"64 B frames, {n} conns", "loadgen", "framed", "echo", n, 64, "msgs/s", "msg")
     for n in (16, 256)
@@ -72,6 +74,13 @@ def _ferryman(procs: Processes, name: str, mode: str, backend: int, plan: CpuPla
     return Target(name, {"echo": listen}, proc.pid, proc)
 
 
+def _pyrelay(procs: Processes, backend: int, plan: CpuPlan) -> Target:
+    (listen,) = free_ports(1)
+    cmd = [sys.executable, "-m", "bench.pyrelay", f"{listen}:{backend}"]
+    proc = procs.start("pyrelay", cmd, cpu=plan.proxy_cpu, ready_line=b"ready", cwd=ROOT)
+    return Target("pyrelay", {"echo": listen}, proc.pid, proc)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = CpuPlan.detect()
     loadgen, echo, envecho = build_c("loadgen"), build_c("echo"), build_c("envecho")
@@ -90,6 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ferryman-frames": _ferryman(procs, "ferryman-frames", "frames", env_port, plan),
                 "ferryman-frames-py": _ferryman(procs, "ferryman-frames-py", "frames", env_port, plan, compiled=False),
                 "ferryman-tcp": _ferryman(procs, "ferryman-tcp", "tcp", echo_port, plan),
+                "pyrelay": _pyrelay(procs, echo_port, plan),
             }
             raw: dict[str, dict[str, list[dict[str, Any]]]] = {w.name: {t: [] for t in TARGETS} for w in WORKLOADS}
             for r in range(args.rounds):
@@ -109,7 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench frames", description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration-s", type=float, default=2.0)
     parser.add_argument("--warmup-s", type=float, default=0.5)
     parser.add_argument("--quick", action="store_true", help="one round of 1 s")
@@ -130,14 +140,15 @@ def main(argv: list[str]) -> int:
             **{f"{t}_msgs_per_s": med[t] for t in TARGETS},
             "frames_vs_haproxy": med["ferryman-frames"] / med["haproxy"],
             "frames_python_vs_haproxy": med["ferryman-frames-py"] / med["haproxy"],
+            "pyrelay_vs_haproxy": med["pyrelay"] / med["haproxy"],
         }
         rows.append([
             w.label, *(fmt_number(med[t]) for t in TARGETS), f"{med['ferryman-frames'] / med['haproxy']:.2f}",
-            f"{med['ferryman-frames-py'] / med['haproxy']:.2f}",
+            f"{med['ferryman-frames-py'] / med['haproxy']:.2f}", f"{med['pyrelay'] / med['haproxy']:.2f}",
             f"{cpu['haproxy']:.1f} / {cpu['ferryman-frames']:.1f} / {cpu['ferryman-frames-py']:.1f} / {cpu['ferryman-tcp']:.1f}",
         ])  # fmt: skip
     header = [
-        "workload", *TARGETS, "frames / haproxy", "frames (Python) / haproxy",
+        "workload", *TARGETS, "frames / haproxy", "frames (Python) / haproxy", "pyrelay / haproxy",
         "CPU µs/msg haproxy / frames / frames (Python) / tcp",
     ]  # fmt: skip
     table = markdown_table(header, rows)
