@@ -327,6 +327,7 @@ class Migration:
     ``inflight`` is the shell's ordered map ``seq -> client frame`` of requests forwarded to the source
     and not yet answered; the machine removes entries as the source answers them during the handoff.
     ``idempotent(body)`` says whether a request may be resent blindly after the source died.
+    ``requires_ack`` and ``client`` go on every ``attach`` the machine sends (docs/protocol.md).
     """
 
     def __init__(
@@ -343,6 +344,8 @@ class Migration:
         next_seq: int,
         now_s: float,
         idempotent: Callable[[bytes], bool] = lambda body: False,
+        requires_ack: bool = False,
+        client: tuple[str, int] | None = None,
     ) -> None:
         self.sid = sid
         self.epoch = epoch
@@ -355,6 +358,8 @@ class Migration:
         self.inflight = inflight
         self.next_seq = next_seq
         self.idempotent = idempotent
+        self.requires_ack = requires_ack
+        self.client = client
         self.phase = Phase.CONNECTING
         self.precopy_versions: dict[str, int] = {}
         # What the pre-copy sent, to diff against at replay: the store's read-only view of each
@@ -419,7 +424,14 @@ class Migration:
                 self.precopy[name] = part
                 if part.version:
                     self.report.precopy_bytes[name] = part.canonical_size
-        return Attach(sid=self.sid, epoch=epoch, state=state, next_seq=self.next_seq if next_seq is None else next_seq)
+        return Attach(
+            sid=self.sid,
+            epoch=epoch,
+            state=state,
+            next_seq=self.next_seq if next_seq is None else next_seq,
+            requires_ack=self.requires_ack,
+            client=self.client,
+        )
 
     def _digests_ok(self, digests: Mapping[str, int]) -> bool:
         return all(digests.get(name) == digest for name, digest in self.expected.items())

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import functools
 import os
 import secrets
@@ -235,8 +234,6 @@ class _AwaitingProxyHeader:
     has no check for it."""
 
     __slots__ = ("buf", "client", "decoder")
-
-    at_boundary = False  # not a frame boundary: no frame path may start before the header is complete
 
     def __init__(self, client: FramesClient, decoder: FrameDecoder) -> None:
         self.client = client
@@ -628,8 +625,7 @@ class FramesClient(asyncio.Protocol):
         if self.acks is None and self.runtime.pools[self.conn.pool.name].settings.send_acks:
             self.acks = AckTracker(self.next_seq - 1)  # decided once: a reload does not change it midway
             self.runtime.ack_clients.add(self)
-        client = (self.conn.client_ip, self.conn.client_port)
-        link.send(Attach(self.sid, self.epoch, state, self.next_seq, self.acks is not None, self.token, client))
+        link.send(Attach(self.sid, self.epoch, state, self.next_seq, self.acks is not None, self.token, self.client_address))
 
     def res_received(self, link: BackendLink, seq: int, body: bytes | None) -> None:
         """A ``res`` without deltas, handled without an envelope object unless a migration runs."""
@@ -811,6 +807,8 @@ class FramesClient(asyncio.Protocol):
             next_seq=self.next_seq,
             now_s=time.monotonic(),
             idempotent=(lambda body: _op_of(body) in idempotent_ops) if idempotent_ops else (lambda body: False),
+            requires_ack=self.acks is not None,
+            client=self.client_address,
         )
         self.migration_phase = None
         self._begin_migration(target, done)
@@ -886,15 +884,13 @@ class FramesClient(asyncio.Protocol):
                     self.restoring_from = None  # re-attaching ends the source's discarding
                     self.epoch = envelope.epoch
                     self.expected = {n: ps.digest for n, ps in envelope.state.items()}
-                    envelope = self._own_attach(envelope)
                 if self.source is not None:
                     self.source.send(envelope)
             elif kind is mig.SendTarget:
                 # After Commit the target is the connection's link (the resent requests follow it).
                 link = self.target if self.target is not None else self.link
                 if link is not None:
-                    envelope = action.envelope
-                    link.send(self._own_attach(envelope) if type(envelope) is Attach else envelope)
+                    link.send(action.envelope)
             elif kind is mig.DeliverToClient:
                 self.send_to_client(action.body)
             elif kind is mig.ConnectTarget:
@@ -965,18 +961,14 @@ class FramesClient(asyncio.Protocol):
             self.acks.rebase(action.next_seq)  # the target is acknowledged what it applies, nothing before
         if action.next_seq != machine.next_seq:
             # The source applied requests after the pre-copy attach: tell the target where seq stands.
-            target.send(self._own_attach(Attach(self.sid, action.epoch, {}, action.next_seq)))
+            target.send(
+                Attach(self.sid, action.epoch, {}, action.next_seq, self.acks is not None, client=self.client_address)
+            )
 
-    def _own_attach(self, envelope: Attach) -> Attach:
-        """An ``attach`` of the migration machine (to the target, or re-attaching the source after a
-        rollback) or of the commit, as this connection sends every ``attach``: asking for acks when it
-        sends them, and with the client's address."""
-        conn = self.conn
-        return dataclasses.replace(
-            envelope,
-            requires_ack=envelope.requires_ack or self.acks is not None,
-            client=(conn.client_ip, conn.client_port),
-        )
+    @property
+    def client_address(self) -> tuple[str, int]:
+        """The client's address as every ``attach`` carries it (after the listener's PROXY header)."""
+        return (self.conn.client_ip, self.conn.client_port)
 
     def _finished(self, action: mig.Finished) -> None:
         if self.migration_timer is not None:

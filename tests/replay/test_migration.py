@@ -156,6 +156,25 @@ def test_a_rolled_back_source_is_reattached_after_its_last_applied_seq() -> None
     assert finished(out).outcome == "rolled_back"
 
 
+def test_every_attach_carries_the_connection_s_ack_request_and_client_address() -> None:
+    m = Migration(
+        sid=SID, epoch=4, source="s1", target="s2", source_requires=("auth",), target_requires=("auth",),
+        store=store_with_state(), inflight={11: b"a"}, next_seq=11, now_s=100.0,
+        requires_ack=True, client=("203.0.113.7", 40000),
+    )  # fmt: skip
+    m.start()
+    [precopy] = m.handle(TargetConnected(), 100.0)
+    m.handle(FromTarget(Attached(sid=SID, epoch=5, digests=digests(m.store, ["auth"]))), 100.01)
+    m.handle(TargetFailed("reset"), 100.02)
+    out = m.handle(FromSource(Fenced(epoch=5, last_seq=10, deltas={})), 100.03)
+    reattach = of(out, SendSource)[0].envelope
+    for attach in (precopy.envelope, reattach):
+        assert isinstance(attach, Attach)
+        assert attach.requires_ack is True and attach.client == ("203.0.113.7", 40000)
+    default = make()._attach(("auth",), 5, precopy=False)
+    assert default.requires_ack is False and default.client is None
+
+
 def test_final_deltas_from_fenced_are_applied_and_replayed() -> None:
     m = make()
     to_fencing(m)
