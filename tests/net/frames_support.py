@@ -33,8 +33,9 @@ class GameServer:
 
 class LoopbackServer:
     """A hand-written test server on a loopback port, usable in ``frames_config`` like a ``GameServer``:
-    subclasses set ``name`` (and ``requires``) and implement ``_serve``.  ``stop`` aborts the
-    connections in ``writers``."""
+    subclasses set ``name`` (and ``requires``) and implement ``_serve``.  ``stop`` drops every
+    connection in ``writers`` at once (a crash, as the proxy sees it); ``start`` again listens on the
+    same port."""
 
     name: str
     requires: tuple[str, ...] = ()
@@ -45,7 +46,7 @@ class LoopbackServer:
         self.writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> Any:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 

@@ -16,6 +16,7 @@ from proxy.net.frames import UNKNOWN_OUTCOME_BODY
 from proxy.runtime import Runtime
 from replay import tokens
 from replay.demo_client import FramesClient
+from tests.net.frames_support import LoopbackServer
 from tests.support import running_proxy
 
 SECRET = "k"
@@ -31,7 +32,7 @@ RULES = """\
 """
 
 
-class UnmodifiedServer:
+class UnmodifiedServer(LoopbackServer):
     """A game server that knows nothing of ferryman: 4-byte big-endian length-prefixed msgpack maps,
     per-connection state in memory, one reply per frame (``login`` stores the user, ``join`` a room,
     ``incr`` a counter by name, ``get`` returns the state), and optionally a greeting frame.
@@ -40,27 +41,16 @@ class UnmodifiedServer:
     """
 
     def __init__(self, name: str, requires: tuple[str, ...] = (), greeting: bool = False) -> None:
+        super().__init__()
         self.name = name
         self.requires = requires
         self.greeting = greeting
-        self.port = 0
-        self.server: asyncio.Server | None = None
         self.states: list[dict[str, Any]] = []  # one per connection, kept after it closes
-        self.writers: list[asyncio.StreamWriter] = []
         self.holding = False
         self.held = 0
         self.held_changed = asyncio.Condition()
         self.frames_seen: list[dict[str, Any]] = []
         self.backlog: list[tuple[dict[str, Any], Any, dict[str, Any]]] = []
-
-    async def start(self) -> UnmodifiedServer:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def hold(self) -> None:
         self.holding = True
@@ -71,11 +61,7 @@ class UnmodifiedServer:
 
     async def kill(self) -> None:
         """Stop listening and drop every connection at once (a crash, as the proxy sees it)."""
-        assert self.server is not None
-        self.server.close()
-        for w in self.writers:
-            w.transport.abort()
-        await self.server.wait_closed()
+        await self.stop()
 
     def release(self) -> None:
         """Answer the held frames, in order, and the next ones at once."""
