@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_MAX_BYTES = 107
@@ -164,3 +166,51 @@ def build_v2(source: tuple[str, int], dest: tuple[str, int]) -> bytes:
         return _V2_HEADER.pack(V2_SIGNATURE, 0x21, 0x11, len(body)) + body
     body = _V6_ADDRS.pack(src.packed, dst.packed, source[1], dest[1])
     return _V2_HEADER.pack(V2_SIGNATURE, 0x21, 0x21, len(body)) + body
+
+
+class HeaderStage:
+    """Stands in for a connection's frame decoder (``feed``/``eof``) while its PROXY header is
+    incomplete, so that frames cannot start before the header and the per-frame path has no check
+    for it.
+
+    The bytes collect until :func:`parse` has the whole header (it may take several reads); then
+    ``on_header(header, consumed, decoder)`` is called, where the owner puts ``decoder`` back in this
+    stage's place, and the bytes that followed the header go to ``decoder``.  A header that cannot be valid
+    calls ``on_error(reason)`` once (the parser refuses as soon as the bytes differ, and caps a
+    header's size); after that every ``feed`` yields nothing.
+    """
+
+    __slots__ = ("buf", "decoder", "failed", "on_error", "on_header")
+
+    def __init__(
+        self,
+        decoder: Any,
+        on_header: Callable[[ProxyHeader, int, Any], None],
+        on_error: Callable[[str], None],
+    ) -> None:
+        self.decoder = decoder
+        self.on_header = on_header
+        self.on_error = on_error
+        self.buf = bytearray()
+        self.failed = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.failed:
+            return []
+        buf = self.buf
+        buf += data
+        try:
+            parsed = parse(buf)
+        except ProxyProtocolError as exc:
+            self.failed = True
+            self.on_error(str(exc))
+            return []
+        if parsed is None:
+            return []
+        header, consumed = parsed
+        self.on_header(header, consumed, self.decoder)
+        return self.decoder.feed(bytes(buf[consumed:]))
+
+    def eof(self) -> None:
+        pass  # no frame was cut short: the owner ends the connection as a plain close
+

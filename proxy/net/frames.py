@@ -227,26 +227,6 @@ class BackendLink(asyncio.Protocol):
                 self.transport.close()
 
 
-class _AwaitingProxyHeader:
-    """A client's frame decoder while its PROXY header is incomplete (``accept_proxy``): the bytes go
-    to :meth:`FramesClient._proxy_header_data`, and only those after the header reach the real decoder,
-    which then takes its place again.  So frames cannot start before the header, and the per-frame path
-    has no check for it."""
-
-    __slots__ = ("buf", "client", "decoder")
-
-    def __init__(self, client: FramesClient, decoder: FrameDecoder) -> None:
-        self.client = client
-        self.decoder = decoder
-        self.buf = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        return self.client._proxy_header_data(self, data)
-
-    def eof(self) -> None:
-        pass  # no frame was cut short: the connection ends as client_closed, as in tcp mode
-
-
 class FramesClient(asyncio.Protocol):
     """Client half of a ``frames`` connection, and owner of its backend link(s)."""
 
@@ -425,31 +405,21 @@ class FramesClient(asyncio.Protocol):
     def expect_proxy_header(self) -> None:
         """Called at accept on an ``accept_proxy`` listener (which also starts ``header_timer``): the
         stream starts with a PROXY protocol v1 or v2 header, parsed as in tcp mode, then the frames."""
-        self.decoder = _AwaitingProxyHeader(self, self.decoder)  # type: ignore[assignment]
+        self.decoder = proxy_protocol.HeaderStage(self.decoder, self._proxy_header, self._proxy_header_invalid)
 
-    def _proxy_header_data(self, stage: _AwaitingProxyHeader, data: bytes) -> list[bytes]:
-        """Client bytes while the header is incomplete; once it is, the frames that follow it in the
-        same read.  A bad header closes the connection as tcp mode does (``proxy_protocol_error``,
-        without an error frame: the client has not been shown to speak frames)."""
-        if self.closed:
-            return []
-        buf = stage.buf
-        buf += data
-        try:
-            parsed = proxy_protocol.parse(buf)
-        except proxy_protocol.ProxyProtocolError as exc:
-            self.apply(self.conn.handle(HeaderInvalid(str(exc))))
-            return []
-        if parsed is None:
-            return []
-        header, consumed = parsed
+    def _proxy_header(self, header: proxy_protocol.ProxyHeader, consumed: int, decoder: FrameDecoder) -> None:
         self.nbytes -= consumed  # the header is ours, not the client's payload
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
         self.conn.take_header(header)
-        self.decoder = stage.decoder
-        return self.decoder.feed(buf[consumed:])
+        self.decoder = decoder
+
+    def _proxy_header_invalid(self, reason: str) -> None:
+        """A bad header closes the connection as tcp mode does (``proxy_protocol_error``, without an
+        error frame: the client has not been shown to speak frames)."""
+        if not self.closed:
+            self.apply(self.conn.handle(HeaderInvalid(reason)))
 
     # -- client frames ---------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ Hot path (``req`` -> ``res``): one ``msgpack.unpackb`` and one ``packb``, one fu
 per burst, no logging, no per-request timers.
 
 PROXY protocol (``accept_proxy``): until a connection's PROXY v1/v2 header is complete its decoder is a
-:class:`_AwaitingProxyHeader`, which parses the header (``proxy.core.proxy_protocol``) and then puts the
+:class:`proxy.core.proxy_protocol.HeaderStage`, which parses the header and then puts the
 frame decoder back with the bytes that followed it, so the per-read path has no check for it.  A
 connection that does not start with a valid header is a protocol error (``bad_envelope``, closed).
 """
@@ -189,43 +189,6 @@ class ServerStatistics:
     protocol_errors_total: int
 
 
-class _AwaitingProxyHeader:
-    """A connection's frame decoder while its PROXY header is incomplete (``accept_proxy``).
-
-    The bytes collect in ``buf`` until ``proxy_protocol.parse`` has the whole header (it may take
-    several reads); then the frame decoder takes its place again and gets the bytes that followed
-    the header in the same read.  A header that cannot be valid fails the connection at once (the
-    parser refuses as soon as the bytes differ, and caps a header's size).
-    """
-
-    __slots__ = ("buf", "conn", "decoder")
-
-    def __init__(self, conn: _Connection, decoder: FrameDecoder) -> None:
-        self.conn = conn
-        self.decoder = decoder
-        self.buf = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        conn = self.conn
-        buf = self.buf
-        buf += data
-        try:
-            parsed = proxy_protocol.parse(buf)
-        except proxy_protocol.ProxyProtocolError as exc:
-            conn.proxy_header_refused(str(exc))
-            return []
-        if parsed is None:
-            return []
-        header, consumed = parsed
-        if header.source_ip is not None:  # None: v1 UNKNOWN, v2 LOCAL or UNSPEC
-            conn.proxy_client = (header.source_ip, header.source_port or 0)
-        conn.decoder = self.decoder
-        return self.decoder.feed(bytes(buf[consumed:]))
-
-    def eof(self) -> None:
-        pass  # no frame was cut short
-
-
 class _Connection(asyncio.Protocol):
     """One proxy connection (see the module docstring)."""
 
@@ -247,7 +210,9 @@ class _Connection(asyncio.Protocol):
         self.writable.set()
         self.proxy_client: tuple[str, int] | None = None  # the PROXY header's source (accept_proxy)
         if server.accept_proxy:
-            self.decoder = _AwaitingProxyHeader(self, self.decoder)  # type: ignore[assignment]
+            self.decoder = proxy_protocol.HeaderStage(  # type: ignore[assignment]
+                self.decoder, self._proxy_header, self.proxy_header_refused
+            )
 
     # -- asyncio callbacks --------------------------------------------------------------------------
 
@@ -337,6 +302,11 @@ class _Connection(asyncio.Protocol):
         if wake is not None and not wake.done():
             wake.set_result(None)
         self.transport.close()  # type: ignore[union-attr]
+
+    def _proxy_header(self, header: proxy_protocol.ProxyHeader, consumed: int, decoder: FrameDecoder) -> None:
+        if header.source_ip is not None:  # None: v1 UNKNOWN, v2 LOCAL or UNSPEC
+            self.proxy_client = (header.source_ip, header.source_port or 0)
+        self.decoder = decoder
 
     def proxy_header_refused(self, reason: str) -> None:
         """``accept_proxy``: the connection does not start with a valid PROXY header."""

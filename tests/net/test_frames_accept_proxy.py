@@ -49,8 +49,6 @@ class ReadProbe:
     and reports each read the proxy hands it, so a test can make every chunk it writes a read of its
     own: it writes the next chunk only once the proxy has read the previous one."""
 
-    at_boundary = False
-
     def __init__(self, client: Any) -> None:
         self.client = client
         self.inner = client.decoder
