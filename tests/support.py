@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import pathlib
+import sys
 import textwrap
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import orjson
 
 from proxy.conf import load_config_text
 from proxy.logs import Logger
@@ -148,3 +153,37 @@ async def roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
                 break
             data += chunk
     return data
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+class ProxyProcess:
+    """``ferryman run -c PATH`` as a child process, its JSON log on stderr read with ``event``."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, path: pathlib.Path, *, env: Mapping[str, str] | None = None) -> ProxyProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "run", "-c", str(path), stderr=asyncio.subprocess.PIPE,
+            cwd=REPO_ROOT, env=env,
+        )  # fmt: skip
+        return cls(proc)
+
+    async def event(self, name: str) -> dict[str, Any]:
+        """The next log record with this ``event``."""
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(30):
+            while line := await self.proc.stderr.readline():
+                record = orjson.loads(line)
+                if record.get("event") == name:
+                    return record
+        raise AssertionError(f"process ended before {name}")
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+

@@ -7,9 +7,7 @@ import pathlib
 import signal
 import sys
 
-import orjson
-
-from tests.support import Backend, config_text, roundtrip
+from tests.support import Backend, ProxyProcess, config_text, roundtrip
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -53,27 +51,8 @@ async def test_check_missing_file() -> None:
     assert code == 1 and "/nonexistent/ferryman.yaml" in err
 
 
-class Proc:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    async def event(self, name: str) -> dict:
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(30):
-            while True:
-                line = await self.proc.stderr.readline()
-                if not line:
-                    raise AssertionError(f"process ended before {name}")
-                record = orjson.loads(line)
-                if record.get("event") == name:
-                    return record
-
-
-async def start_run(path: pathlib.Path) -> Proc:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", "run", "-c", str(path), stderr=asyncio.subprocess.PIPE
-    )
-    return Proc(proc)
+async def start_run(path: pathlib.Path) -> ProxyProcess:
+    return await ProxyProcess.start(path)
 
 
 async def test_run_reload_on_sighup_and_drain_on_sigterm(tmp_path) -> None:

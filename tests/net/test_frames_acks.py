@@ -5,23 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgpack
-import orjson
 import pytest
 
 from replay.demo_client import FramesClient
 from replay.sdk import Server, Session
 from replay.store import DurableStore
 from replay.store.records import FILE_HEADER_BYTES, RECORD_HEADER_BYTES, iter_records
-from tests.support import running_proxy
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ProxyProcess, running_proxy
 
 pytestmark = pytest.mark.usefixtures("frames_path")  # compiled and Python steady-state paths
 
@@ -293,36 +289,6 @@ async def test_after_a_server_dies_the_rebuilt_session_is_acknowledged_on_its_ne
     assert check_acks(s1, "r")[-1] == 5
 
 
-class ProxyProcess:
-    """``ferryman run`` as a child process (the proxy that gets SIGKILLed), with its JSON log on stderr."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    @classmethod
-    async def start(cls, path: Path, *, compiled: bool) -> tuple[ProxyProcess, dict[str, Any]]:
-        env = {**os.environ, "FERRYMAN_NO_SPEEDUPS": "0" if compiled else "1"}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy", "run", "-c", str(path), stderr=asyncio.subprocess.PIPE, cwd=REPO_ROOT, env=env
-        )
-        p = cls(proc)
-        return p, await p.event("proxy_started")
-
-    async def event(self, name: str) -> dict[str, Any]:
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(30):
-            while line := await self.proc.stderr.readline():
-                record = orjson.loads(line)
-                if record.get("event") == name:
-                    return record
-        raise AssertionError(f"the proxy ended before {name}")
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-        await self.proc.wait()
-
-
 async def test_acknowledged_state_survives_a_proxy_process_killed_mid_traffic(tmp_path: Path, frames_path: str) -> None:
     """The store's promise end to end: a proxy process SIGKILLed while requests flow, then started
     again on the same directory, has every state change a backend was acknowledged, and nothing a
@@ -333,9 +299,10 @@ async def test_acknowledged_state_survives_a_proxy_process_killed_mid_traffic(tm
         config({"play": ([backend], "send_acks: true")}, store=durable_store(tmp_path / "state") + "always}")
         + "admin: {bind: '127.0.0.1:0', token: secret}\n"
     )
-    compiled = frames_path == "compiled"
-    proxy, started = await ProxyProcess.start(path, compiled=compiled)
+    env = {**os.environ, "FERRYMAN_NO_SPEEDUPS": "0" if frames_path == "compiled" else "1"}
+    proxy = await ProxyProcess.start(path, env=env)
     try:
+        started = await proxy.event("proxy_started")
         host, port = started["listeners"]["play"].rsplit(":", 1)
         c = await FramesClient.open((host, int(port)))
         assert (await c.call({"op": "hello", "sid": "crash"}))["seq"] == 1
@@ -350,7 +317,8 @@ async def test_acknowledged_state_survives_a_proxy_process_killed_mid_traffic(tm
         c.close()
         acked = backend.acked("crash")
         assert acked >= 30
-        proxy, started = await ProxyProcess.start(path, compiled=compiled)
+        proxy = await ProxyProcess.start(path, env=env)
+        started = await proxy.event("proxy_started")
         async with aiohttp.ClientSession(started["admin"]) as http, http.get("/sessions/crash/partitions/game") as r:
             assert r.status == 200
             stored = await r.json()
