@@ -361,7 +361,6 @@ class Migration:
         self.requires_ack = requires_ack
         self.client = client
         self.phase = Phase.CONNECTING
-        self.precopy_versions: dict[str, int] = {}
         # What the pre-copy sent, to diff against at replay: the store's read-only view of each
         # partition (shared with the store's readers, never changed by later writes), not a copy.
         self.precopy: dict[str, PartitionState] = {}
@@ -420,7 +419,6 @@ class Migration:
         for name, part in state.items():
             self.expected[name] = part.digest
             if precopy:
-                self.precopy_versions[name] = part.version
                 self.precopy[name] = part
                 if part.version:
                     self.report.precopy_bytes[name] = part.canonical_size
@@ -509,7 +507,7 @@ class Migration:
             else:
                 full[name] = state
                 self.report.replay_bytes[name] = state.canonical_size
-        replayed = {n for n, v in self.precopy_versions.items() if v} | set(full) | set(deltas)
+        replayed = {n for n, p in self.precopy.items() if p.version} | set(full) | set(deltas)
         self.report.partitions_replayed = len(replayed)
         if not full and not deltas:
             return None
